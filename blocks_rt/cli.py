@@ -1,0 +1,144 @@
+"""`blocks-rt serve | token | demo`: run the gateway, mint a token, watch a scripted story."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import secrets
+import sys
+from collections.abc import Sequence
+
+from aiohttp import web
+
+from .app import create_app
+from .auth import mint_token
+from .settings import Settings
+
+log = logging.getLogger("blocks_rt")
+
+
+def _with_dev_secrets(settings: Settings) -> Settings:
+    """Fill a missing JWT secret or API key with a random one for this run, loudly."""
+    changes: dict[str, object] = {}
+    if not settings.jwt_secret:
+        changes["jwt_secret"] = secrets.token_urlsafe(48)
+    if not settings.api_key:
+        changes["api_key"] = secrets.token_urlsafe(32)
+    if changes:
+        names = ", ".join(f"BLOCKS_RT_{k.upper()}" for k in changes)
+        print(f"WARNING: {names} not set: using a random development value for this run only. "
+              "Never run like this in production.", file=sys.stderr)
+    return settings.with_(**changes)
+
+
+def _snippet(settings: Settings, host: str, port: int, token: str) -> str:
+    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    return f"""
+  Gateway:   {url}  (Socket.IO namespace /mobile)
+  Token for usr_amira (1 h):
+    {token}
+  API key:   {settings.api_key}
+
+  Connect from Python:
+    python -c "import asyncio, socketio
+async def main():
+    c = socketio.AsyncClient(); c.on('*', print, namespace='/mobile')
+    await c.connect('{url}', namespaces=['/mobile'], auth={{'token': '{token}'}}); await c.wait()
+asyncio.run(main())"
+
+  Publish an event:
+    curl -s -XPOST {url}/api/events -H 'Authorization: Bearer {settings.api_key}' \\
+      -H 'content-type: application/json' \\
+      -d '{{"event":"notification.created","data":{{"userId":"usr_amira","notification":{{"id":"n1","type":"system","title":"Hello","body":"from curl"}}}}}}'
+"""
+
+
+def serve(settings: Settings) -> None:
+    settings = _with_dev_secrets(settings)
+    app = create_app(settings)
+    print(_snippet(settings, settings.host, settings.port, mint_token(settings, "usr_amira")), file=sys.stderr)
+    web.run_app(app, host=settings.host, port=settings.port, print=lambda s: print(s, file=sys.stderr),
+                shutdown_timeout=5.0)
+
+
+async def demo(settings: Settings, pause_s: float = 0.4) -> list[str]:
+    """Start a gateway, connect demo users, drive a short story, print what each user receives."""
+    from .lab import Lab
+
+    lines: list[str] = []
+
+    def show(text: str) -> None:
+        lines.append(text)
+        print(text, flush=True)
+
+    lab = await Lab.start(settings.with_(port=0, host="127.0.0.1"))
+    try:
+        watchers = {"usr_amira": "investor", "usr_ben": "investor", "usr_chloe": "watches Palm Crescent"}
+        for user_id in watchers:
+            client = await lab.client(user_id)
+            for event in ("wallet:balance_updated", "investment:created", "investment:confirmed",
+                          "property:funding_updated", "reward:distributed", "notification:new",
+                          "portfolio:updated", "transaction:status_changed"):
+                client.on(event, lambda model, u=user_id, e=event: show(f"  {u:<10} <- {e:<27} {_brief(model)}"))
+        await lab.clients["usr_chloe"].subscribe_property("prop_palm")
+        svc = lab.services
+        story = [
+            ("usr_amira deposits 1,000 USDC", lambda: svc.deposit("usr_amira", 1000)),
+            ("usr_amira invests in 20 tokens of Palm Crescent Villas",
+             lambda: svc.invest("usr_amira", "prop_palm", 20)),
+            ("the investment is confirmed on chain", lambda: svc.confirm_investment("inv_000001", "0xabc123")),
+            ("Desert Oasis Lofts pays 500 USDC of rent to its investors",
+             lambda: svc.distribute_rewards("prop_oasis", 500)),
+            ("usr_ben gets a notification", lambda: svc.notify("usr_ben", "system", "Welcome", "Your KYC is approved")),
+        ]
+        for title, action in story:
+            show(f"* {title}")
+            await action()
+            await asyncio.sleep(pause_s)
+    finally:
+        await lab.stop()
+    return lines
+
+
+def _brief(model: object) -> str:
+    data = getattr(model, "model_dump", lambda **_: {})(mode="json", by_alias=True)
+    for key in ("balance", "investment", "property", "reward", "notification", "portfolio", "transaction"):
+        if key in data:
+            inner = data[key]
+            picks = ("usdc", "amount", "status", "fundingProgress", "title", "totalInvested", "totalEarnings")
+            return ", ".join(f"{k}={inner[k]}" for k in picks if k in inner)
+    return ""
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="blocks-rt", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_serve = sub.add_parser("serve", help="run the gateway")
+    p_serve.add_argument("--host")
+    p_serve.add_argument("--port", type=int)
+    p_token = sub.add_parser("token", help="mint an access token with the configured secret")
+    p_token.add_argument("user_id")
+    p_token.add_argument("--ttl", type=float, default=3600, help="seconds (default 3600)")
+    sub.add_parser("demo", help="run a scripted story and print what each user receives")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "demo":
+        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    try:
+        settings = Settings.from_env()
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.command == "serve":
+        overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+        serve(settings.with_(**overrides))
+    elif args.command == "token":
+        if not settings.jwt_secret:
+            parser.error("BLOCKS_RT_JWT_SECRET is not set: nothing to sign with")
+        print(mint_token(settings, args.user_id, args.ttl))
+    elif args.command == "demo":
+        asyncio.run(demo(_with_dev_secrets(settings)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,169 @@
+"""The per-stream event log: every delivered event gets an id, and a reconnecting client can replay.
+
+A stream is a room (`user:u1`, `property:p7`, ...). Event ids are `<epoch>:<ms>-<seq>`: the position
+is strictly increasing within a stream, and the epoch changes when the stream's log is lost (a memory
+log after a restart, a flushed Redis), so a client's old offset is recognised as unusable.
+This module holds the interface and the in-memory log; `eventlog_redis` holds the Redis Streams one.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, NamedTuple, Protocol
+
+from .errors import BlocksError
+from .router import Delivery
+
+ResyncReason = Literal["epoch_changed", "retention_exceeded", "invalid_offset"]
+
+
+class Position(NamedTuple):
+    ms: int
+    seq: int
+
+    def __str__(self) -> str:
+        return f"{self.ms}-{self.seq}"
+
+
+ZERO = Position(0, 0)
+
+
+def parse_event_id(event_id: str) -> tuple[str, Position]:
+    """`<epoch>:<ms>-<seq>` → (epoch, position); ValueError if it is not one."""
+    if not isinstance(event_id, str) or len(event_id) > 80:
+        raise ValueError("not an event id")
+    epoch, sep, rest = event_id.partition(":")
+    ms, dash, seq = rest.partition("-")
+    if not (sep and dash and epoch and ms.isdigit() and seq.isdigit()):
+        raise ValueError("not an event id")
+    return epoch, Position(int(ms), int(seq))
+
+
+def format_event_id(epoch: str, position: Position) -> str:
+    return f"{epoch}:{position}"
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedEvent:
+    """A delivery with its place in its stream; `payload` carries `eventId` and `stream`."""
+
+    stream: str
+    event: str
+    event_id: str
+    position: Position
+    payload: dict[str, Any]
+    logged_at: float
+
+
+def stamp(delivery: Delivery, epoch: str, position: Position, logged_at: float) -> LoggedEvent:
+    event_id = format_event_id(epoch, position)
+    payload = {**delivery.payload, "eventId": event_id, "stream": delivery.stream}
+    return LoggedEvent(delivery.stream, delivery.event, event_id, position, payload, logged_at)
+
+
+class ResyncRequired(BlocksError):
+    """The stream cannot be replayed from that offset; the client must refetch over REST."""
+
+    code = "resync_required"
+
+    def __init__(self, stream: str, reason: ResyncReason) -> None:
+        super().__init__(f"{stream}: {reason}", stream=stream, reason=reason)
+        self.stream = stream
+        self.reason = reason
+
+
+class EventLog(Protocol):
+    """Bounded history per stream. Implementations: `MemoryEventLog`, `eventlog_redis.RedisEventLog`."""
+
+    async def __aenter__(self) -> EventLog: ...
+
+    async def __aexit__(self, *exc: object) -> None: ...
+
+    async def append(self, deliveries: Sequence[Delivery]) -> list[LoggedEvent]:
+        """Give each delivery its id, in order, and keep it; returns them stamped."""
+
+    async def read_after(self, stream: str, event_id: str) -> list[LoggedEvent]:
+        """Every kept event after `event_id`, in order; ResyncRequired when that is not the whole gap."""
+
+    async def head(self, stream: str) -> str:
+        """The id a client should store to resume `stream` from now (the latest event, or the epoch's start)."""
+
+    async def latest(self, stream: str, event: str) -> LoggedEvent | None:
+        """The most recent kept event of one type in a stream (e.g. the funding bar)."""
+
+
+class _MemoryStream:
+    __slots__ = ("events", "last", "trimmed_upto")
+
+    def __init__(self) -> None:
+        self.events: deque[tuple[float, LoggedEvent]] = deque()
+        self.last = ZERO
+        self.trimmed_upto = ZERO
+
+
+class MemoryEventLog:
+    """The embedded log: per-stream deques in this process; its epoch is new with every process."""
+
+    def __init__(self, max_events: int = 1000, max_age_s: float = 24 * 3600) -> None:
+        self.epoch = secrets.token_hex(4)
+        self._max_events = max_events
+        self._max_age_s = max_age_s
+        self._streams: dict[str, _MemoryStream] = {}
+
+    async def __aenter__(self) -> MemoryEventLog:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._streams.clear()
+
+    def _trim(self, stream: _MemoryStream, now: float) -> None:
+        events, oldest_kept = stream.events, now - self._max_age_s
+        while events and (len(events) > self._max_events or events[0][0] < oldest_kept):
+            stream.trimmed_upto = events.popleft()[1].position
+
+    async def append(self, deliveries: Sequence[Delivery]) -> list[LoggedEvent]:
+        now = time.time()
+        now_ms = int(now * 1000)
+        logged = []
+        for delivery in deliveries:
+            stream = self._streams.get(delivery.stream)
+            if stream is None:
+                stream = self._streams[delivery.stream] = _MemoryStream()
+            last = stream.last
+            position = Position(now_ms, 0) if now_ms > last.ms else Position(last.ms, last.seq + 1)
+            stream.last = position
+            item = stamp(delivery, self.epoch, position, now)
+            stream.events.append((now, item))
+            self._trim(stream, now)
+            logged.append(item)
+        return logged
+
+    async def read_after(self, stream_name: str, event_id: str) -> list[LoggedEvent]:
+        try:
+            epoch, position = parse_event_id(event_id)
+        except ValueError:
+            raise ResyncRequired(stream_name, "invalid_offset") from None
+        if epoch != self.epoch:
+            raise ResyncRequired(stream_name, "epoch_changed")
+        stream = self._streams.get(stream_name) or _MemoryStream()
+        self._trim(stream, time.time())
+        if position > stream.last:
+            raise ResyncRequired(stream_name, "invalid_offset")
+        if position < stream.trimmed_upto:
+            raise ResyncRequired(stream_name, "retention_exceeded")
+        return [item for _, item in stream.events if item.position > position]
+
+    async def head(self, stream_name: str) -> str:
+        stream = self._streams.get(stream_name)
+        return format_event_id(self.epoch, stream.last if stream else ZERO)
+
+    async def latest(self, stream_name: str, event: str) -> LoggedEvent | None:
+        stream = self._streams.get(stream_name)
+        for _, item in reversed(stream.events if stream else ()):
+            if item.event == event:
+                return item
+        return None

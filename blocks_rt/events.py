@@ -1,0 +1,330 @@
+"""The event contract: one pydantic model per wire event of the design (section 3) and per domain event.
+
+Field names on the wire are the design's camelCase; Python code uses snake_case. Money is a Decimal with
+at most 6 decimals (USDC) and goes on the wire as a JSON number, as the design's clients expect.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    StringConstraints,
+)
+from pydantic.alias_generators import to_camel
+
+
+def _number(value: Decimal) -> int | float:
+    return int(value) if value == value.to_integral_value() else float(value)
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+Money = Annotated[
+    Decimal,
+    Field(decimal_places=6, allow_inf_nan=False, max_digits=24),
+    PlainSerializer(_number, return_type=int | float, when_used="json"),
+]
+"""USDC: Decimal in Python, at most 6 decimals, a JSON number on the wire."""
+NonNegativeMoney = Annotated[Money, Field(ge=0)]
+Quantity = Annotated[
+    Decimal,
+    Field(ge=0, decimal_places=6, allow_inf_nan=False, max_digits=24),
+    PlainSerializer(_number, return_type=int | float, when_used="json"),
+]
+"""Property tokens: fractional ownership is allowed, never negative."""
+Percent = Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)]
+Timestamp = Annotated[AwareDatetime, PlainSerializer(_iso, return_type=str, when_used="json")]
+Id = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.@-]+$")]
+"""Ids become room names (`user:{id}`), so they never contain ':' or whitespace."""
+Text = Annotated[str, StringConstraints(max_length=2000)]
+
+
+class Model(BaseModel):
+    """Base of every payload: camelCase on the wire, unknown fields stripped, immutable."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=True, str_strip_whitespace=False
+    )
+
+    def wire(self) -> dict[str, Any]:
+        """The JSON-ready dict that goes on the wire."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+# --- wallet ------------------------------------------------------------------------------------------
+class Balance(Model):
+    usdc: NonNegativeMoney
+    locked: NonNegativeMoney
+    total_value: NonNegativeMoney
+
+
+class BalanceChange(Model):
+    amount: Money
+    type: Literal["deposit", "withdrawal", "reward", "investment"]
+    transaction_id: Id
+
+
+class WalletBalanceUpdated(Model):
+    """`wallet:balance_updated` (3.1): a user's balance after a deposit, withdrawal, reward or investment."""
+
+    user_id: Id
+    wallet_id: Id
+    balance: Balance
+    change: BalanceChange
+    timestamp: Timestamp = Field(default_factory=now)
+
+
+# --- investments -------------------------------------------------------------------------------------
+class Investment(Model):
+    id: Id
+    property_id: Id
+    property_title: Text
+    tokens: Quantity
+    amount: NonNegativeMoney
+    status: Literal["pending", "confirmed"]
+
+
+class ConfirmedInvestment(Investment):
+    status: Literal["confirmed"] = "confirmed"
+    transaction_hash: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+
+
+class InvestmentCreated(Model):
+    """`investment:created` (3.2): the investor's own view of a new investment."""
+
+    user_id: Id
+    investment_id: Id
+    investment: Investment
+    timestamp: Timestamp = Field(default_factory=now)
+
+
+class InvestmentConfirmed(Model):
+    """`investment:confirmed` (3.2): the investment settled on chain."""
+
+    user_id: Id
+    investment_id: Id
+    investment: ConfirmedInvestment
+    timestamp: Timestamp = Field(default_factory=now)
+
+
+# --- transactions ------------------------------------------------------------------------------------
+class Transaction(Model):
+    id: Id
+    type: Literal["deposit", "withdraw", "investment", "rental_income"]
+    amount: Money
+    status: Literal["completed", "failed"]
+    previous_status: Literal["pending"] = "pending"
+    description: Text
+
+
+class TransactionStatusChanged(Model):
+    """`transaction:status_changed` (3.3): pending → completed or failed."""
+
+    user_id: Id
+    transaction_id: Id
+    transaction: Transaction
+    timestamp: Timestamp = Field(default_factory=now)
+
+
+# --- properties --------------------------------------------------------------------------------------
+class FundingSnapshot(Model):
+    """The funding numbers of a property (the design's `propertyData`)."""
+
+    total_tokens: Quantity
+    sold_tokens: Quantity
+    available_tokens: Quantity
+    funding_progress: Percent
+
+
+class FundingState(FundingSnapshot):
+    id: Id
+    title: Text
+
+
+class PropertyFundingUpdated(Model):
+    """`property:funding_updated` (3.4): the funding bar of a property, to everyone watching it."""
+
+    property_id: Id
+    property: FundingState
+    timestamp: Timestamp = Field(default_factory=now)
+
+
+PropertyStatus = Literal["funding", "construction", "completed", "generating-income"]
+
+
+class PropertyStatusInfo(Model):
+    id: Id
+    title: Text
+    status: PropertyStatus
+    previous_status: PropertyStatus
+
+
+class PropertyStatusChanged(Model):
+    """`property:status_changed` (3.4)."""
+
+    property_id: Id
+    property: PropertyStatusInfo
+    timestamp: Timestamp = Field(default_factory=now)
+
+
+# --- rewards, notifications, portfolio --------------------------------------------------------------
+class Reward(Model):
+    id: Id
+    amount: NonNegativeMoney
+    type: Literal["roi", "referral", "bonus"]
+    investment_id: Id
+    property_id: Id
+    property_title: Text
+    description: Text
+
+
+class RewardDistributed(Model):
+    """`reward:distributed` (3.5)."""
+
+    user_id: Id
+    reward_id: Id
+    reward: Reward
+    timestamp: Timestamp = Field(default_factory=now)
+
+
+class NotificationData(Model):
+    property_id: Id | None = None
+    investment_id: Id | None = None
+    transaction_id: Id | None = None
+    url: Annotated[str, StringConstraints(max_length=2000)] | None = None
+
+
+class Notification(Model):
+    id: Id
+    type: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    title: Text
+    body: Text
+    data: NotificationData | None = None
+    read: bool = False
+    created_at: Timestamp = Field(default_factory=now)
+
+
+class NotificationNew(Model):
+    """`notification:new` (3.6)."""
+
+    user_id: Id
+    notification: Notification
+    timestamp: Timestamp = Field(default_factory=now)
+
+
+class PortfolioChange(Model):
+    field: Literal["totalInvested", "totalEarnings", "totalROI"]
+    amount: Money
+    percentage: float = Field(allow_inf_nan=False)
+
+
+class Portfolio(Model):
+    total_invested: NonNegativeMoney
+    total_value: NonNegativeMoney
+    total_roi: float = Field(alias="totalROI", allow_inf_nan=False)
+    total_earnings: NonNegativeMoney
+    monthly_income: NonNegativeMoney
+    change: PortfolioChange
+
+
+class PortfolioUpdated(Model):
+    """`portfolio:updated` (3.7)."""
+
+    user_id: Id
+    portfolio: Portfolio
+    timestamp: Timestamp = Field(default_factory=now)
+
+
+# --- rooms the design names without events (section 6): one event each, so their rules are testable ---
+class Announcement(Model):
+    id: Id
+    title: Text
+    body: Text
+
+
+class AnnouncementNew(Model):
+    """`announcement:new`: a platform announcement to every connected user (room `announcements`)."""
+
+    announcement: Announcement
+    timestamp: Timestamp = Field(default_factory=now)
+
+
+class OrganizationUpdate(Model):
+    id: Id
+    kind: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    title: Text
+    body: Text
+    property_id: Id | None = None
+
+
+class OrganizationUpdated(Model):
+    """`organization:updated`: an org-specific update for that organization's admins."""
+
+    org_id: Id
+    update: OrganizationUpdate
+    timestamp: Timestamp = Field(default_factory=now)
+
+
+# --- connection -------------------------------------------------------------------------------------
+class Connected(Model):
+    """`connected` (4.3): sent once after the connection is accepted, after the client's `connect`."""
+
+    message: str = "Connected to Blocks real-time service"
+    user_id: Id
+    timestamp: Timestamp = Field(default_factory=now)
+
+
+# --- domain events (what business services publish on the bus) --------------------------------------
+class InvestmentCreatedEvent(InvestmentCreated):
+    """`investment.created`: the investment and the property's funding after it (design section 7)."""
+
+    property_data: FundingSnapshot
+
+
+WIRE_EVENTS: dict[str, type[Model]] = {
+    "connected": Connected,
+    "wallet:balance_updated": WalletBalanceUpdated,
+    "investment:created": InvestmentCreated,
+    "investment:confirmed": InvestmentConfirmed,
+    "transaction:status_changed": TransactionStatusChanged,
+    "property:funding_updated": PropertyFundingUpdated,
+    "property:status_changed": PropertyStatusChanged,
+    "reward:distributed": RewardDistributed,
+    "notification:new": NotificationNew,
+    "portfolio:updated": PortfolioUpdated,
+    "announcement:new": AnnouncementNew,
+    "organization:updated": OrganizationUpdated,
+}
+"""Every event the server sends, by wire name."""
+
+DOMAIN_EVENTS: dict[str, type[Model]] = {
+    "wallet.balance_updated": WalletBalanceUpdated,
+    "investment.created": InvestmentCreatedEvent,
+    "investment.confirmed": InvestmentConfirmed,
+    "transaction.status_changed": TransactionStatusChanged,
+    "property.funding_updated": PropertyFundingUpdated,
+    "property.status_changed": PropertyStatusChanged,
+    "reward.distributed": RewardDistributed,
+    "notification.created": NotificationNew,
+    "portfolio.updated": PortfolioUpdated,
+    "announcement.published": AnnouncementNew,
+    "organization.updated": OrganizationUpdated,
+}
+"""Every event business services publish on the bus, by dotted domain name."""
+
+STATE_EVENTS = frozenset({"wallet:balance_updated", "portfolio:updated", "property:funding_updated"})
+"""Events that carry a whole state: a newer one supersedes an older one, so the rate limit may coalesce them."""

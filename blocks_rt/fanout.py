@@ -1,0 +1,28 @@
+"""Fan-out between gateway nodes: every logged event reaches the node(s) hosting its room.
+
+The embedded mode has one node, so fan-out is a direct call; `fanout_redis` spreads it over Redis.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
+
+from .eventlog import LoggedEvent
+
+Deliver = Callable[[Sequence[LoggedEvent]], Awaitable[None]]
+
+
+class Fanout(Protocol):
+    async def publish(self, logged: Sequence[LoggedEvent]) -> None:
+        """Hand events to every node's local delivery (this node's included)."""
+
+
+class LocalFanout:
+    """One node: publishing is delivering here."""
+
+    def __init__(self, deliver: Deliver) -> None:
+        self._deliver = deliver
+
+    async def publish(self, logged: Sequence[LoggedEvent]) -> None:
+        await self._deliver(logged)

@@ -1,0 +1,309 @@
+"""The `/mobile` Socket.IO gateway: authenticate at connect, join the allowed rooms, answer client events.
+
+Refusals happen in the connect handler itself (the client gets `connect_error` "Authentication failed"
+with `data.code`), so a refused socket never handles or receives a single event. `connected` and any
+replay are sent from a task that runs after the namespace CONNECT ack, so they reach the client after its
+`connect` fires, as with Node's Socket.IO.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import socketio
+from pydantic import BaseModel, ValidationError
+
+from . import messages as msg
+from .auth import AUTH_FAILED, TokenVerifier, token_from_handshake
+from .delivery import LocalDelivery
+from .directory import UserDirectory
+from .errors import AuthError, ClientRequestError
+from .eventlog import EventLog, Position, ResyncRequired, parse_event_id
+from .events import Connected
+from .metrics import Metrics
+from .presence import Presence, SocketInfo
+from .ratelimit import ClientBudget
+from .rooms import User, automatic_rooms, may_read, organization_room, property_room, room_kind
+from .settings import NAMESPACE, Settings
+
+log = logging.getLogger(__name__)
+
+
+class GatewayServer(socketio.AsyncServer):  # type: ignore[misc]
+    """python-socketio's server, dispatching only the client events we define.
+
+    Stock python-socketio dispatches a client-sent event named `connect` or `disconnect` to those
+    handlers, and fails on non-string names; here such packets are answered or dropped before dispatch.
+    """
+
+    async def _handle_event(self, eio_sid: str, namespace: str | None, id: int | None, data: list[Any]) -> None:
+        name = data[0] if data else None
+        if isinstance(name, str) and name in msg.CLIENT_EVENTS:
+            await super()._handle_event(eio_sid, namespace, id, data)
+            return
+        namespace = namespace or "/"
+        sid = self.manager.sid_from_eio_sid(eio_sid, namespace)
+        if id is not None and sid is not None and self.manager.is_connected(sid, namespace):
+            error = ClientRequestError("unknown event", code="unknown_event")
+            await self._send_packet(eio_sid, self.packet_class(
+                socketio.packet.ACK, namespace=namespace, id=id, data=[msg.error_ack(error)]))
+
+
+Handler = Callable[[SocketInfo, Any], Awaitable[dict[str, Any]]]
+
+
+class Gateway:
+    """Sockets, rooms and client events of one node."""
+
+    def __init__(self, settings: Settings, users: UserDirectory, log_: EventLog, metrics: Metrics) -> None:
+        self.settings = settings
+        self.users = users
+        self.log = log_
+        self.metrics = metrics
+        self.verifier = TokenVerifier(settings)
+        self.presence = Presence()
+        allowed = frozenset(settings.cors_origins)
+        self.sio = GatewayServer(
+            async_mode="aiohttp",
+            # A callable, not a list: python-socketio treats an empty list as "no CORS checks at all".
+            cors_allowed_origins=lambda origin, environ=None: origin in allowed,
+            cors_credentials=False,
+            ping_interval=settings.ping_interval_s,
+            ping_timeout=settings.ping_timeout_s,
+            max_http_buffer_size=settings.max_message_bytes,
+            http_compression=settings.compression,
+            compression_threshold=1024,
+            websocket_compression=settings.compression,
+            allow_upgrades=True,
+            logger=False,
+            engineio_logger=False,
+        )
+        self.delivery = LocalDelivery(self.sio, metrics, settings.event_rate)
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._handlers: dict[str, Handler] = {
+            "subscribe:property": self._subscribe_property,
+            "unsubscribe:property": self._unsubscribe_property,
+            "subscribe:organization": self._subscribe_organization,
+            "unsubscribe:organization": self._unsubscribe_organization,
+            "ping": self._ping,
+            "auth:refresh": self._refresh,
+        }
+        self.sio.on("connect", self._on_connect, namespace=NAMESPACE)
+        self.sio.on("disconnect", self._on_disconnect, namespace=NAMESPACE)
+        self.sio.on("*", self._on_client_event, namespace=NAMESPACE)
+
+    # --- the design's utility methods (4.3) -----------------------------------------------------------
+    def is_user_connected(self, user_id: str) -> bool:
+        return self.presence.is_user_connected(user_id)
+
+    def user_socket_count(self, user_id: str) -> int:
+        return self.presence.user_socket_count(user_id)
+
+    # --- connect / disconnect -------------------------------------------------------------------------
+    async def _on_connect(self, sid: str, environ: dict[str, Any], auth: Any) -> None:
+        try:
+            user, claims_exp, offsets = await self._authenticate(environ, auth)
+        except AuthError as exc:
+            self.metrics.connects_refused.labels(exc.code).inc()
+            raise socketio.exceptions.ConnectionRefusedError(AUTH_FAILED, {"code": exc.code}) from None
+        await self._evict_over_limit(user.id)
+        readable = {s: o for s, o in offsets.items() if may_read(user, s)}
+        refused = sorted(set(offsets) - set(readable))
+        extra_properties = [s for s in readable if room_kind(s) == "property"]
+        over = extra_properties[self.settings.max_subscriptions_per_socket:]
+        for stream in over:
+            del readable[stream]
+        streams = list(dict.fromkeys(automatic_rooms(user) + list(readable)))
+        info = SocketInfo(sid=sid, user_id=user.id, token_expires_at=claims_exp,
+                          budget=ClientBudget(self.settings.client_budget_per_s, self.settings.client_budget_burst))
+        for stream in streams:
+            kind = room_kind(stream)
+            if kind == "property":
+                info.properties.add(stream)
+            elif kind == "organization":
+                info.organizations.add(stream)
+        self.presence.add(info)
+        self.delivery.hold(sid, streams)
+        for stream in streams:
+            await self.sio.enter_room(sid, stream, namespace=NAMESPACE)
+        self._schedule_expiry(info)
+        self._gauges()
+        self._spawn(self._welcome(sid, user, streams, readable, refused + over))
+
+    async def _authenticate(self, environ: dict[str, Any], auth: Any) -> tuple[User, float, dict[str, str]]:
+        token = token_from_handshake(environ, auth)
+        claims = self.verifier.verify(token)
+        user = await self.users.get(claims.user_id)
+        if user is None:
+            raise AuthError("unknown user", code="user_unknown")
+        if not user.is_active:
+            raise AuthError("inactive user", code="user_inactive")
+        offsets: dict[str, str] = {}
+        if isinstance(auth, dict) and auth.get("offsets") is not None:
+            try:
+                offsets = dict(msg.HandshakeAuth.model_validate(auth).offsets)
+            except ValidationError:
+                raise AuthError("offsets must map stream names to event ids", code="handshake_invalid") from None
+        return user, claims.expires_at, offsets
+
+    async def _evict_over_limit(self, user_id: str) -> None:
+        sids = self.presence.sockets_of(user_id)
+        while len(sids) >= self.settings.max_sockets_per_user:
+            await self.end_session(sids.pop(0), "too_many_sockets",
+                                   f"more than {self.settings.max_sockets_per_user} connections for this user")
+
+    async def _welcome(self, sid: str, user: User, streams: list[str], offsets: dict[str, str],
+                       refused: list[str]) -> None:
+        """After the CONNECT ack: `connected`, each resumed stream's missed events, `stream:resumed`, live events.
+
+        `stream:resumed` also gives the current offset of every stream that was not resumed, so a client
+        always holds an offset to resume from next time (a first connect, a resync).
+        """
+        await self.sio.emit("connected", Connected(user_id=user.id).wire(), to=sid, namespace=NAMESPACE)
+        replayed_upto: dict[str, Position] = {}
+        recovered, resync = [], []
+        for stream, offset in offsets.items():
+            try:
+                missed = await self.log.read_after(stream, offset)
+            except ResyncRequired as exc:
+                self.metrics.resyncs.labels(exc.reason).inc()
+                resync.append(stream)
+                await self.sio.emit("stream:resync_required", {"stream": stream, "reason": exc.reason},
+                                    to=sid, namespace=NAMESPACE)
+                continue
+            for item in missed:
+                await self.delivery.emit_to_socket(sid, item)
+            self.metrics.replayed.inc(len(missed))
+            replayed_upto[stream] = missed[-1].position if missed else parse_event_id(offset)[1]
+            recovered.append(stream)
+        fresh = {stream: await self.log.head(stream) for stream in streams if stream not in replayed_upto}
+        # A fresh stream starts at its head: what came before is the state the app fetches over REST.
+        replayed_upto.update({stream: parse_event_id(head)[1] for stream, head in fresh.items()})
+        await self.sio.emit("stream:resumed", {"recovered": recovered, "resyncRequired": resync,
+                                               "refused": refused, "offsets": fresh}, to=sid, namespace=NAMESPACE)
+        await self.delivery.release(sid, replayed_upto)
+
+    async def _on_disconnect(self, sid: str, reason: Any = None) -> None:
+        info = self.presence.remove(sid)
+        self.delivery.drop(sid)
+        if info is not None:
+            for handle in info.timers:
+                handle.cancel()
+        self._gauges()
+
+    async def end_session(self, sid: str, reason: str, message: str) -> None:
+        """Tell the socket why, then disconnect it (eviction, expiry, abuse, shutdown)."""
+        await self.sio.emit("session:ended", {"reason": reason, "message": message}, to=sid, namespace=NAMESPACE)
+        await self.sio.disconnect(sid, namespace=NAMESPACE)
+
+    def _gauges(self) -> None:
+        self.metrics.sockets.set(self.presence.socket_count)
+        self.metrics.users.set(self.presence.user_count)
+
+    # --- token expiry during a session ----------------------------------------------------------------
+    def _schedule_expiry(self, info: SocketInfo) -> None:
+        for handle in info.timers:
+            handle.cancel()
+        loop = asyncio.get_running_loop()
+        delay = max(0.0, info.token_expires_at - time.time())
+        info.timers = [loop.call_later(delay, self._on_token_expired, info.sid)]
+
+    def _on_token_expired(self, sid: str) -> None:
+        info = self.presence.get(sid)
+        if info is None:
+            return
+        grace = self.settings.token_refresh_grace_s
+        info.timers = [asyncio.get_running_loop().call_later(grace, self._on_grace_over, sid)]
+        self._spawn(self.sio.emit("auth:expired", {"graceSeconds": grace, "message": "send auth:refresh"},
+                                  to=sid, namespace=NAMESPACE))
+
+    def _on_grace_over(self, sid: str) -> None:
+        if self.presence.get(sid) is not None:
+            self._spawn(self.end_session(sid, "token_expired", "access token expired and was not refreshed"))
+
+    # --- client events ----------------------------------------------------------------------------------
+    async def _on_client_event(self, event: str, sid: str, *args: Any) -> dict[str, Any]:
+        info = self.presence.get(sid)
+        if info is None:
+            return msg.error_ack(ClientRequestError("not connected", code="not_connected"))
+        retry_after = info.budget.take()
+        if retry_after:
+            self.metrics.client_messages.labels(event, "rate_limited").inc()
+            if info.budget.strikes >= self.settings.client_abuse_strikes:
+                self._spawn(self.end_session(sid, "rate_limit_abuse", "too many requests"))
+            return msg.error_ack(ClientRequestError("too many requests", code="rate_limited",
+                                                    retryAfterMs=retry_after))
+        try:
+            request = msg.parse(event, args)
+            result = await self._handlers[event](info, request)
+        except ClientRequestError as exc:
+            self.metrics.client_messages.labels(event, exc.code).inc()
+            return msg.error_ack(exc)
+        self.metrics.client_messages.labels(event, "ok").inc()
+        return result
+
+    async def _subscribe_property(self, info: SocketInfo, request: msg.SubscribeProperty) -> dict[str, Any]:
+        room = property_room(request.property_id)
+        if room not in info.properties and len(info.properties) >= self.settings.max_subscriptions_per_socket:
+            raise ClientRequestError("too many property subscriptions", code="subscription_limit",
+                                     limit=self.settings.max_subscriptions_per_socket)
+        info.properties.add(room)
+        await self.sio.enter_room(info.sid, room, namespace=NAMESPACE)
+        latest = await self.log.latest(room, "property:funding_updated")
+        funding = latest.payload["property"] if latest else None
+        return msg.SubscribeAck(room=room, funding=funding, offset=await self.log.head(room)).wire()
+
+    async def _unsubscribe_property(self, info: SocketInfo, request: msg.SubscribeProperty) -> dict[str, Any]:
+        room = property_room(request.property_id)
+        info.properties.discard(room)
+        await self.sio.leave_room(info.sid, room, namespace=NAMESPACE)
+        return msg.SubscribeAck(room=room).wire()
+
+    async def _subscribe_organization(self, info: SocketInfo, request: msg.SubscribeOrganization) -> dict[str, Any]:
+        room = organization_room(request.org_id)
+        user = await self.users.get(info.user_id)
+        if user is None or not may_read(user, room):
+            raise ClientRequestError("only admins of this organization may subscribe", code="forbidden")
+        info.organizations.add(room)
+        await self.sio.enter_room(info.sid, room, namespace=NAMESPACE)
+        return msg.SubscribeAck(room=room, offset=await self.log.head(room)).wire()
+
+    async def _unsubscribe_organization(self, info: SocketInfo, request: msg.SubscribeOrganization) -> dict[str, Any]:
+        room = organization_room(request.org_id)
+        info.organizations.discard(room)
+        await self.sio.leave_room(info.sid, room, namespace=NAMESPACE)
+        return msg.SubscribeAck(room=room).wire()
+
+    async def _ping(self, info: SocketInfo, request: BaseModel) -> dict[str, Any]:
+        return msg.PingAck().wire()
+
+    async def _refresh(self, info: SocketInfo, request: msg.AuthRefresh) -> dict[str, Any]:
+        try:
+            claims = self.verifier.verify(request.token)
+        except AuthError as exc:
+            raise ClientRequestError(exc.message, code=exc.code) from None
+        if claims.user_id != info.user_id:
+            raise ClientRequestError("token is for another user", code="token_user_mismatch")
+        info.token_expires_at = claims.expires_at
+        self._schedule_expiry(info)
+        return {"success": True, "expiresAt": claims.expires_at}
+
+    # --- lifecycle --------------------------------------------------------------------------------------
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def aclose(self) -> None:
+        """Disconnect every socket and stop background work."""
+        for sid in self.presence.sids():
+            await self.sio.disconnect(sid, namespace=NAMESPACE)
+        await self.delivery.aclose()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.sio.shutdown()

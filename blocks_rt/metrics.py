@@ -1,0 +1,36 @@
+"""Prometheus metrics of one gateway (its own registry, so several gateways can live in one process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.sockets = Gauge("blocks_rt_connected_sockets", "Sockets connected to this node", registry=r)
+        self.users = Gauge("blocks_rt_connected_users", "Distinct users connected to this node", registry=r)
+        self.connects_refused = Counter("blocks_rt_connects_refused_total", "Refused connections by reason",
+                                        ["reason"], registry=r)
+        self.published = Counter("blocks_rt_events_published_total", "Domain events accepted", ["event"],
+                                 registry=r)
+        self.delivered = Counter("blocks_rt_events_delivered_total",
+                                 "Wire events emitted to rooms (one per room, not per socket)", ["event"],
+                                 registry=r)
+        self.replayed = Counter("blocks_rt_events_replayed_total", "Events replayed to resuming sockets",
+                                registry=r)
+        self.resyncs = Counter("blocks_rt_resync_required_total", "Streams that could not be resumed",
+                               ["reason"], registry=r)
+        self.coalesced = Counter("blocks_rt_events_coalesced_total",
+                                 "State events superseded by a newer one under the rate limit", registry=r)
+        self.latency = Histogram("blocks_rt_delivery_latency_seconds",
+                                 "From publish to emit, per delivery to a room", ["event"],
+                                 buckets=LATENCY_BUCKETS, registry=r)
+        self.client_messages = Counter("blocks_rt_client_messages_total", "Client events by outcome",
+                                       ["event", "outcome"], registry=r)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

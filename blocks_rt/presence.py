@@ -1,0 +1,64 @@
+"""Who is connected on this node: sockets per user (several devices per user), and each socket's user."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from .ratelimit import ClientBudget
+
+
+@dataclass
+class SocketInfo:
+    sid: str
+    user_id: str
+    token_expires_at: float
+    budget: ClientBudget
+    properties: set[str] = field(default_factory=set)
+    organizations: set[str] = field(default_factory=set)
+    timers: list[asyncio.TimerHandle] = field(default_factory=list)
+
+
+class Presence:
+    """Socket bookkeeping of one node; the design's `userSocketMap`."""
+
+    def __init__(self) -> None:
+        self._by_user: dict[str, dict[str, None]] = {}
+        self._sockets: dict[str, SocketInfo] = {}
+
+    def add(self, info: SocketInfo) -> None:
+        self._sockets[info.sid] = info
+        self._by_user.setdefault(info.user_id, {})[info.sid] = None
+
+    def remove(self, sid: str) -> SocketInfo | None:
+        info = self._sockets.pop(sid, None)
+        if info is not None:
+            sids = self._by_user.get(info.user_id, {})
+            sids.pop(sid, None)
+            if not sids:
+                self._by_user.pop(info.user_id, None)
+        return info
+
+    def get(self, sid: str) -> SocketInfo | None:
+        return self._sockets.get(sid)
+
+    def sids(self) -> list[str]:
+        return list(self._sockets)
+
+    def sockets_of(self, user_id: str) -> list[str]:
+        """The user's socket ids, oldest first."""
+        return list(self._by_user.get(user_id, ()))
+
+    def user_socket_count(self, user_id: str) -> int:
+        return len(self._by_user.get(user_id, ()))
+
+    def is_user_connected(self, user_id: str) -> bool:
+        return user_id in self._by_user
+
+    @property
+    def socket_count(self) -> int:
+        return len(self._sockets)
+
+    @property
+    def user_count(self) -> int:
+        return len(self._by_user)

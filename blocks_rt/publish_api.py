@@ -1,0 +1,92 @@
+"""HTTP side of the gateway: `POST /api/events` for a backend in another process, `/healthz`, `/metrics`."""
+
+from __future__ import annotations
+
+import hmac
+import json
+from typing import Any
+
+from aiohttp import web
+
+from .bus import EventBus
+from .errors import InvalidEvent, ServiceUnavailable
+from .metrics import Metrics
+
+MAX_JSON_DEPTH = 32
+
+
+def _error(status: int, code: str, message: str, **details: Any) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message, **details}}, status=status)
+
+
+def _depth(value: Any, limit: int) -> int:
+    """Nesting depth of parsed JSON, stopping once past `limit`."""
+    stack, deepest = [(value, 1)], 0
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if deepest > limit:
+            return deepest
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return deepest
+
+
+class PublishApi:
+    """Publish domain events over HTTP, all-or-nothing per request."""
+
+    def __init__(self, bus: EventBus, metrics: Metrics, api_key: str | None, max_bytes: int, max_batch: int) -> None:
+        self._bus = bus
+        self._metrics = metrics
+        self._api_key = api_key.encode() if api_key else None
+        self._max_bytes = max_bytes
+        self._max_batch = max_batch
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.post("/api/events", self.publish), web.get("/metrics", self.metrics)]
+
+    def _authorized(self, request: web.Request) -> bool:
+        scheme, _, key = request.headers.get("Authorization", "").partition(" ")
+        # Compared in constant time, and always compared, so timing says nothing about the key.
+        expected = self._api_key or b"\x00" * 32
+        ok = hmac.compare_digest(key.strip().encode(), expected)
+        return ok and scheme.lower() == "bearer" and self._api_key is not None
+
+    async def publish(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return _error(401, "unauthorized", "missing or wrong API key")
+        if request.content_length is not None and request.content_length > self._max_bytes:
+            return _error(413, "too_large", f"body over {self._max_bytes} bytes")
+        try:
+            raw = await request.content.read(self._max_bytes + 1)
+        except (ValueError, OSError):
+            return _error(400, "bad_body", "could not read the request body")
+        if len(raw) > self._max_bytes:
+            return _error(413, "too_large", f"body over {self._max_bytes} bytes")
+        try:
+            body = json.loads(raw)
+        except (ValueError, RecursionError):
+            return _error(400, "invalid_json", "body is not valid JSON")
+        if _depth(body, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+            return _error(400, "too_deep", f"JSON nested deeper than {MAX_JSON_DEPTH}")
+        items = body if isinstance(body, list) else [body]
+        if not items:
+            return _error(400, "empty_batch", "no events in the request")
+        if len(items) > self._max_batch:
+            return _error(413, "batch_too_large", f"more than {self._max_batch} events in one request")
+        batch = []
+        for index, item in enumerate(items):
+            if not isinstance(item, dict) or not isinstance(item.get("event"), str) or "data" not in item:
+                return _error(400, "invalid_envelope", f"event[{index}] must be {{\"event\": str, \"data\": object}}",
+                              index=index)
+            batch.append((item["event"], item["data"]))
+        try:
+            accepted = await self._bus.publish_many(batch)
+        except InvalidEvent as exc:
+            return _error(400, exc.code, exc.message, **{k: v for k, v in exc.details.items() if v is not None})
+        except ServiceUnavailable as exc:
+            return _error(503, exc.code, exc.message)
+        return web.json_response({"accepted": accepted}, status=202)
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        return web.Response(body=self._metrics.exposition(), content_type="text/plain", charset="utf-8")
