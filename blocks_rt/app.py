@@ -5,7 +5,11 @@ Long-lived resources are started and stopped in `app.cleanup_ctx`, in order, and
 
 from __future__ import annotations
 
+import os
+import secrets
+import socket
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -14,7 +18,7 @@ from .bus import EventBus
 from .delivery import Dispatcher
 from .directory import JsonUserDirectory, UserDirectory
 from .eventlog import EventLog, MemoryEventLog
-from .fanout import LocalFanout
+from .fanout import Fanout
 from .gateway import Gateway
 from .metrics import Metrics
 from .publish_api import PublishApi
@@ -33,6 +37,7 @@ class Blocks:
     gateway: Gateway
     services: Services
     metrics: Metrics
+    fanout: Fanout
 
 
 BLOCKS = web.AppKey("blocks", Blocks)
@@ -55,26 +60,70 @@ def create_app(settings: Settings, *, users: UserDirectory | None = None) -> web
     users = users or JsonUserDirectory.from_file(settings.users_file)
     gateway = Gateway(settings, users, log, metrics)
     services = Services(Store.load(settings.data_dir), bus)
-    blocks = Blocks(settings, bus, log, gateway, services, metrics)
-    bus.subscribe(Dispatcher(log, LocalFanout(gateway.delivery.deliver), metrics))
+    fanout: Fanout = gateway.room_host  # type: ignore[assignment]
+    blocks = Blocks(settings, bus, log, gateway, services, metrics, fanout)
 
     app = web.Application(client_max_size=settings.max_publish_bytes)
     app[BLOCKS] = blocks
     gateway.sio.attach(app)
-    app.router.add_routes(PublishApi(bus, metrics, settings.api_key, settings.max_publish_bytes,
-                                     settings.max_publish_batch).routes())
+    api = PublishApi(bus, metrics, settings.api_key, settings.max_publish_bytes, settings.max_publish_batch)
+    app.router.add_routes(api.routes())
     app.router.add_get("/healthz", _healthz)
 
+    async def presence(request: web.Request) -> web.Response:
+        """Is a user online anywhere in the cluster (e.g. push notification or not)? Backend only."""
+        if not api.authorized(request):
+            return web.json_response({"error": {"code": "unauthorized", "message": "missing or wrong API key"}},
+                                     status=401)
+        user_id = request.match_info["user_id"]
+        return web.json_response({"userId": user_id, "sockets": await gateway.user_socket_count(user_id)})
+
+    app.router.add_get("/api/presence/{user_id}", presence)
+
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        async with log:
+        async with AsyncExitStack() as stack:
+            await stack.enter_async_context(log)
+            if settings.redis_url:
+                await stack.enter_async_context(_cluster(settings, blocks))
+            bus.subscribe(Dispatcher(log, blocks.fanout, metrics))
             yield
             await gateway.aclose()
 
+    async def drain(app: web.Application) -> None:
+        await gateway.drain()
+
     app.cleanup_ctx.append(lifecycle)
+    app.on_shutdown.append(drain)
     return app
+
+
+@asynccontextmanager
+async def _cluster(settings: Settings, blocks: Blocks) -> AsyncIterator[None]:
+    """Multi-node mode: per-room fan-out and cluster presence over Redis."""
+    import redis.asyncio as aioredis
+
+    from .fanout_redis import RedisFanout
+    from .keys import Keys
+    from .presence_redis import ClusterPresence
+
+    keys = Keys(settings.redis_prefix)
+    node_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+    client = aioredis.from_url(settings.redis_url or "", socket_timeout=5, socket_connect_timeout=2)
+    gateway = blocks.gateway
+    try:
+        fanout = RedisFanout(client, keys, gateway.delivery.deliver, blocks.log, blocks.metrics,
+                             per_room=settings.fanout == "rooms")
+        async with fanout, ClusterPresence(client, keys, node_id) as cluster:
+            blocks.fanout = gateway.room_host = fanout
+            gateway.cluster = cluster
+            yield
+    finally:
+        await client.aclose()
 
 
 async def _healthz(request: web.Request) -> web.Response:
     blocks = request.app[BLOCKS]
-    return web.json_response({"status": "ok", "sockets": blocks.gateway.presence.socket_count,
-                              "users": blocks.gateway.presence.user_count})
+    healthy = blocks.fanout.healthy
+    body = {"status": "ok" if healthy else "unhealthy", "fanout": "ok" if healthy else "down",
+            "sockets": blocks.gateway.presence.socket_count, "users": blocks.gateway.presence.user_count}
+    return web.json_response(body, status=200 if healthy else 503)

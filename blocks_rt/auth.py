@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import jwt
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from .errors import AuthError
 from .settings import Settings
 
 _HMAC = ("HS256", "HS384", "HS512")
-_ASYMMETRIC = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
-_SUBJECT = re.compile(r"^[A-Za-z0-9_.@-]{1,128}$")
+_KEY_TYPES: dict[str, tuple[type, ...]] = {
+    **{a: (rsa.RSAPublicKey,) for a in ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512")},
+    **{a: (ec.EllipticCurvePublicKey,) for a in ("ES256", "ES384", "ES512")},
+    "EdDSA": (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey),
+}
+_SUBJECT = re.compile(r"[A-Za-z0-9_.@-]{1,128}")
 AUTH_FAILED = "Authentication failed"
 
 
@@ -25,6 +33,12 @@ class Claims:
     expires_at: float
 
 
+@dataclass(frozen=True, slots=True)
+class _Key:
+    kid: str | None
+    key: Any
+
+
 def token_from_handshake(environ: Mapping[str, Any], auth: object) -> str | None:
     """The bearer token from `auth.token` or the `Authorization` header; never the query string or cookies."""
     if isinstance(auth, Mapping):
@@ -32,7 +46,8 @@ def token_from_handshake(environ: Mapping[str, Any], auth: object) -> str | None
         if token is not None:
             if not isinstance(token, str):
                 raise AuthError("token must be a string", code="token_malformed")
-            return token or None
+            if token:  # an empty auth.token falls through to the header, as the design's `a || b` does
+                return token
     header = environ.get("HTTP_AUTHORIZATION")
     if isinstance(header, str):
         scheme, _, value = header.partition(" ")
@@ -41,28 +56,83 @@ def token_from_handshake(environ: Mapping[str, Any], auth: object) -> str | None
     return None
 
 
+def _public_key_file(path: Path) -> Any:
+    key = load_pem_public_key(path.read_bytes())
+    if not isinstance(key, tuple(t for types in _KEY_TYPES.values() for t in types)):
+        raise ValueError(f"BLOCKS_RT_JWT_PUBLIC_KEY_FILE {path}: not an RSA, EC or Ed25519/Ed448 public key")
+    return key
+
+
+def _jwks_file(path: Path) -> list[tuple[str, _Key]]:
+    """(algorithm, key) of every signing key in a JWKS file; symmetric (`oct`) keys are refused."""
+    document = json.loads(path.read_text())
+    keys = document.get("keys") if isinstance(document, dict) else None
+    if not isinstance(keys, list) or not keys:
+        raise ValueError(f"BLOCKS_RT_JWT_JWKS_FILE {path}: expected {{\"keys\": [...]}} with at least one key")
+    found = []
+    for entry in keys:
+        if not isinstance(entry, dict) or entry.get("kty") not in ("RSA", "EC", "OKP"):
+            raise ValueError(f"BLOCKS_RT_JWT_JWKS_FILE {path}: only RSA, EC and OKP public keys are allowed")
+        if entry.get("use", "sig") != "sig" or "d" in entry:
+            raise ValueError(f"BLOCKS_RT_JWT_JWKS_FILE {path}: keys must be public signing keys (use 'sig', no 'd')")
+        jwk = jwt.PyJWK.from_dict(entry)
+        kid = entry.get("kid")
+        found.append((jwk.algorithm_name, _Key(kid if isinstance(kid, str) else None, jwk.key)))
+    return found
+
+
 class TokenVerifier:
-    """Verifies access tokens against the configured keys and claims; raises AuthError with a reason code."""
+    """Verifies access tokens against the configured keys and claims; raises AuthError with a reason code.
+
+    Keys come from our configuration only (`JWT_SECRET`, `JWT_PUBLIC_KEY_FILE`, `JWT_JWKS_FILE`), one list
+    per allowed algorithm. A token's `kid` may pick among those keys; `jku`, `x5u`, `jwk` and `x5c` are
+    never looked at, so a token can never bring or point to its own key.
+    """
 
     def __init__(self, settings: Settings) -> None:
         algorithms = tuple(settings.jwt_algorithms)
-        unknown = [a for a in algorithms if a not in _HMAC + _ASYMMETRIC]
+        unknown = [a for a in algorithms if a not in _HMAC and a not in _KEY_TYPES]
         if not algorithms or unknown:
             raise ValueError(f"BLOCKS_RT_JWT_ALGORITHMS: unsupported {unknown or 'empty list'} (never 'none')")
-        self._keys: dict[str, Any] = {}
+        self._keys: dict[str, list[_Key]] = {a: [] for a in algorithms}
         if any(a in _HMAC for a in algorithms):
             secret = settings.jwt_secret
             if not secret or len(secret.encode()) < 32:
                 raise ValueError("BLOCKS_RT_JWT_SECRET must be at least 32 bytes for HMAC algorithms")
             if settings.api_key and secret == settings.api_key:
                 raise ValueError("BLOCKS_RT_JWT_SECRET and BLOCKS_RT_API_KEY must differ")
-            self._keys.update({a: secret for a in algorithms if a in _HMAC})
-        if any(a in _ASYMMETRIC for a in algorithms):
-            if settings.jwt_public_key_file is None:
-                raise ValueError("asymmetric JWT algorithms need BLOCKS_RT_JWT_PUBLIC_KEY_FILE")
-            public_key = settings.jwt_public_key_file.read_text()
-            self._keys.update({a: public_key for a in algorithms if a in _ASYMMETRIC})
+            for a in algorithms:
+                if a in _HMAC:
+                    self._keys[a].append(_Key(None, secret))
+        if settings.jwt_public_key_file is not None:
+            public_key = _public_key_file(settings.jwt_public_key_file)
+            for a in algorithms:
+                if a in _KEY_TYPES and isinstance(public_key, _KEY_TYPES[a]):
+                    self._keys[a].append(_Key(None, public_key))
+        if settings.jwt_jwks_file is not None:
+            for a, key in _jwks_file(settings.jwt_jwks_file):
+                if a in self._keys and a not in _HMAC:
+                    self._keys[a].append(key)
+        missing = [a for a, keys in self._keys.items() if not keys]
+        if missing:
+            raise ValueError(f"no key for {missing}: set BLOCKS_RT_JWT_PUBLIC_KEY_FILE or BLOCKS_RT_JWT_JWKS_FILE")
         self._settings = settings
+
+    def _candidates(self, header: Mapping[str, Any]) -> list[_Key]:
+        alg = header.get("alg")
+        # The key is chosen by our configuration for the token's algorithm, never by jku/x5u/jwk/x5c.
+        if not isinstance(alg, str) or alg not in self._keys:
+            raise AuthError("token algorithm not allowed", code="token_algorithm")
+        kid = header.get("kid")
+        if kid is None:
+            return self._keys[alg]
+        if not isinstance(kid, str):
+            raise AuthError("kid must be a string", code="token_header")
+        named = [k for k in self._keys[alg] if k.kid == kid]
+        candidates = named or [k for k in self._keys[alg] if k.kid is None]
+        if not candidates:
+            raise AuthError("unknown key id", code="token_key_unknown")
+        return candidates
 
     def verify(self, token: str | None) -> Claims:
         s = self._settings
@@ -72,38 +142,49 @@ class TokenVerifier:
             raise AuthError("token too large", code="token_too_large")
         try:
             header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError:
+        except (jwt.PyJWTError, ValueError, TypeError, RecursionError):
             raise AuthError("token is not a JWT", code="token_malformed") from None
-        alg = header.get("alg")
-        # The key is chosen by our configuration for the token's algorithm, never by kid/jku/x5u/jwk.
-        if not isinstance(alg, str) or alg not in self._keys:
-            raise AuthError("token algorithm not allowed", code="token_algorithm")
-        options = {"require": ["exp", "sub"], "verify_aud": s.jwt_audience is not None,
-                   "verify_iss": s.jwt_issuer is not None}
+        candidates = self._candidates(header)
+        claims = self._decode(token, str(header["alg"]), candidates)
+        sub = claims.get("sub")
+        if not isinstance(sub, str) or not _SUBJECT.fullmatch(sub):  # fullmatch: `$` lets a trailing newline in
+            raise AuthError("bad subject", code="token_subject")
+        exp = claims.get("exp")
+        if not isinstance(exp, int | float) or isinstance(exp, bool):
+            raise AuthError("bad expiry", code="token_claims")
+        return Claims(user_id=sub, expires_at=float(exp))
+
+    def _decode(self, token: str, alg: str, candidates: list[_Key]) -> dict[str, Any]:
+        """Claims of the first candidate key the signature matches; only a bad signature moves on to the next."""
+        for candidate in candidates[:-1]:
+            try:
+                return self._decode_with(token, alg, candidate.key)
+            except AuthError as exc:
+                if exc.code != "token_signature":
+                    raise
+        return self._decode_with(token, alg, candidates[-1].key)
+
+    def _decode_with(self, token: str, alg: str, key: Any) -> dict[str, Any]:
+        s = self._settings
+        # `aud` is always verified: a token meant for another audience is refused even when none is configured.
+        options = {"require": ["exp", "sub"], "verify_aud": True, "verify_iss": s.jwt_issuer is not None}
         try:
-            claims = jwt.decode(token, self._keys[alg], algorithms=[alg], options=options,  # type: ignore[arg-type]
-                                audience=s.jwt_audience, issuer=s.jwt_issuer, leeway=s.jwt_leeway_s)
+            return jwt.decode(token, key, algorithms=[alg], options=options,  # type: ignore[arg-type]
+                              audience=s.jwt_audience, issuer=s.jwt_issuer, leeway=s.jwt_leeway_s)
+        except jwt.InvalidSignatureError:
+            raise AuthError("bad signature", code="token_signature") from None
         except jwt.ExpiredSignatureError:
             raise AuthError("token expired", code="token_expired") from None
         except jwt.ImmatureSignatureError:
-            raise AuthError("token not yet valid", code="token_not_yet_valid") from None
+            raise AuthError("token not yet valid (nbf or iat in the future)", code="token_not_yet_valid") from None
         except jwt.InvalidIssuerError:
             raise AuthError("wrong issuer", code="token_issuer") from None
         except jwt.InvalidAudienceError:
             raise AuthError("wrong audience", code="token_audience") from None
         except jwt.MissingRequiredClaimError as exc:
             raise AuthError(f"claim {exc.claim} required", code="token_claims") from None
-        except jwt.InvalidSignatureError:
-            raise AuthError("bad signature", code="token_signature") from None
-        except (jwt.PyJWTError, ValueError, TypeError):
+        except (jwt.PyJWTError, ValueError, TypeError, OverflowError, RecursionError):
             raise AuthError("token invalid", code="token_invalid") from None
-        sub = claims.get("sub")
-        if not isinstance(sub, str) or not _SUBJECT.match(sub):
-            raise AuthError("bad subject", code="token_subject")
-        exp = claims.get("exp")
-        if not isinstance(exp, int | float) or isinstance(exp, bool):
-            raise AuthError("bad expiry", code="token_claims")
-        return Claims(user_id=sub, expires_at=float(exp))
 
 
 def mint_token(settings: Settings, user_id: str, ttl_s: float = 3600, **extra: Any) -> str:

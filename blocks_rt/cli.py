@@ -7,12 +7,14 @@ import asyncio
 import logging
 import secrets
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from aiohttp import web
 
 from .app import create_app
-from .auth import mint_token
+from .auth import TokenVerifier, mint_token
+from .events import Model
 from .settings import Settings
 
 log = logging.getLogger("blocks_rt")
@@ -80,10 +82,10 @@ async def demo(settings: Settings, pause_s: float = 0.4) -> list[str]:
             for event in ("wallet:balance_updated", "investment:created", "investment:confirmed",
                           "property:funding_updated", "reward:distributed", "notification:new",
                           "portfolio:updated", "transaction:status_changed"):
-                client.on(event, lambda model, u=user_id, e=event: show(f"  {u:<10} <- {e:<27} {_brief(model)}"))
+                client.on(event, _printer(show, user_id, event))
         await lab.clients["usr_chloe"].subscribe_property("prop_palm")
-        svc = lab.services
-        story = [
+        svc = lab.blocks.services
+        story: list[tuple[str, Callable[[], Awaitable[object]]]] = [
             ("usr_amira deposits 1,000 USDC", lambda: svc.deposit("usr_amira", 1000)),
             ("usr_amira invests in 20 tokens of Palm Crescent Villas",
              lambda: svc.invest("usr_amira", "prop_palm", 20)),
@@ -101,8 +103,12 @@ async def demo(settings: Settings, pause_s: float = 0.4) -> list[str]:
     return lines
 
 
-def _brief(model: object) -> str:
-    data = getattr(model, "model_dump", lambda **_: {})(mode="json", by_alias=True)
+def _printer(show: Callable[[str], None], user_id: str, event: str) -> Callable[[Any], None]:
+    return lambda model: show(f"  {user_id:<10} <- {event:<27} {_brief(model)}")
+
+
+def _brief(model: Model) -> str:
+    data = model.model_dump(mode="json", by_alias=True)
     for key in ("balance", "investment", "property", "reward", "notification", "portfolio", "transaction"):
         if key in data:
             inner = data[key]
@@ -121,10 +127,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     p_token.add_argument("user_id")
     p_token.add_argument("--ttl", type=float, default=3600, help="seconds (default 3600)")
     sub.add_parser("demo", help="run a scripted story and print what each user receives")
+    from . import contract
+    contract.add_parser(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "demo":
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    if args.command == "spec":  # the contract comes from the models alone: no settings needed
+        contract.run(args)
+        return
     try:
         settings = Settings.from_env()
     except ValueError as exc:
@@ -135,6 +146,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     elif args.command == "token":
         if not settings.jwt_secret:
             parser.error("BLOCKS_RT_JWT_SECRET is not set: nothing to sign with")
+        try:
+            TokenVerifier(settings)  # settings the gateway refuses to start with make useless tokens
+        except ValueError as exc:
+            parser.error(str(exc))
         print(mint_token(settings, args.user_id, args.ttl))
     elif args.command == "demo":
         asyncio.run(demo(_with_dev_secrets(settings)))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -60,14 +60,19 @@ class Received:
 class BlocksClient:
     """A resumable `/mobile` client for one user.
 
-    `token` may be a string or a function returning the current token (called on every connect).
+    `url` is one gateway or a list of gateway nodes: after a lost connection, or when a node shuts down
+    (`session:ended` with `server_shutdown`), the client reconnects to the next one. `token` may be a string
+    or a function returning the current token (called on every connect).
     """
 
-    def __init__(self, url: str, token: str | Callable[[], str], *, reconnection: bool = True,
+    def __init__(self, url: str | Sequence[str], token: str | Callable[[], str], *, reconnection: bool = True,
                  reconnection_attempts: int = 5, reconnection_delay: float = 1.0,
                  reconnection_delay_max: float = 5.0, transports: tuple[str, ...] = ("websocket",),
                  offsets: dict[str, str] | None = None, headers: dict[str, str] | None = None) -> None:
-        self.url = url
+        self.urls = [url] if isinstance(url, str) else list(url)
+        self._node = 0
+        self._moving: asyncio.Task[None] | None = None
+        self._reconnection = (reconnection, reconnection_attempts, reconnection_delay, reconnection_delay_max)
         self._token = token
         self._transports = list(transports)
         self._headers = headers or {}
@@ -91,6 +96,14 @@ class BlocksClient:
         self._sio.on("*", self._on_event, namespace=NAMESPACE)
 
     # --- connection -----------------------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        """The node this client connects (or is connected) to."""
+        return self.urls[self._node % len(self.urls)]
+
+    def _current_url(self) -> str:
+        return self.url
+
     def _auth(self) -> dict[str, Any]:
         token = self._token() if callable(self._token) else self._token
         return {"token": token, "offsets": dict(self.offsets)}
@@ -100,8 +113,8 @@ class BlocksClient:
         self._set_state("connecting")
         self._ready.clear()
         try:
-            await self._sio.connect(self.url, namespaces=[NAMESPACE], auth=self._auth, transports=self._transports,
-                                    headers=self._headers, wait_timeout=timeout)
+            await self._sio.connect(self._current_url, namespaces=[NAMESPACE], auth=self._auth,
+                                    transports=self._transports, headers=self._headers, wait_timeout=timeout)
         except socketio.exceptions.ConnectionError as exc:
             self._set_state("disconnected")
             error = self.connect_error or {}
@@ -120,8 +133,31 @@ class BlocksClient:
 
     async def _on_disconnect(self, reason: Any = None) -> None:
         self._ready.clear()
-        final = reason in (self._sio.reason.CLIENT_DISCONNECT, self._sio.reason.SERVER_DISCONNECT)
-        self._set_state("disconnected" if final or not self._sio.reconnection else "reconnecting")
+        if reason == self._sio.reason.CLIENT_DISCONNECT or not self._sio.reconnection:
+            self._set_state("disconnected")
+            return
+        self._node += 1  # python-socketio's reconnect loop asks `_current_url` again: try the next node
+        last = self.events("session:ended")
+        if reason == self._sio.reason.SERVER_DISCONNECT:
+            if not (last and last[-1].payload.get("reason") == "server_shutdown"):
+                self._set_state("disconnected")  # evicted, expired, abusive: reconnecting would not help
+                return
+            # A draining node: python-socketio does not reconnect after a server disconnect, so we do.
+            self._moving = asyncio.ensure_future(self._move())
+        self._set_state("reconnecting")
+
+    async def _move(self) -> None:
+        _, attempts, delay, delay_max = self._reconnection
+        await self._sio.eio.disconnect(abort=True)  # the draining node's engine connection, if still open
+        for attempt in range(attempts):
+            await asyncio.sleep(min(delay * 2**attempt, delay_max) if attempt else 0.05)
+            try:
+                await self._sio.connect(self._current_url, namespaces=[NAMESPACE], auth=self._auth,
+                                        transports=self._transports, headers=self._headers, wait_timeout=10)
+                return
+            except (socketio.exceptions.ConnectionError, ValueError):
+                self._node += 1
+        self._set_state("disconnected")
 
     def on_state(self, listener: Callable[[State], None]) -> None:
         """Call `listener` with every state change (connected, reconnecting, disconnected)."""
@@ -132,9 +168,12 @@ class BlocksClient:
             self.state = state
             for listener in self._state_listeners:
                 listener(state)
+            self._changed.set()
 
     async def disconnect(self) -> None:
         """Disconnect for good (no reconnect)."""
+        if self._moving is not None:
+            self._moving.cancel()
         await self._sio.shutdown()
         self._set_state("disconnected")
 
@@ -238,14 +277,22 @@ class BlocksClient:
     async def wait_for(self, event: str, predicate: Callable[[dict[str, Any]], bool] | None = None,
                        timeout: float = 5.0, count: int = 1) -> list[Received]:
         """Wait until `count` events named `event` (matching `predicate`) have been received in all."""
+        def found() -> list[Received]:
+            return [r for r in self.received if r.event == event and (predicate is None or predicate(r.payload))]
+
+        try:
+            await self.wait_until(lambda: len(found()) >= count, timeout)
+        except TimeoutError:
+            raise TimeoutError(f"{event}: {len(found())} of {count} received within {timeout} s") from None
+        return found()[:count]
+
+    async def wait_until(self, condition: Callable[[], bool], timeout: float = 5.0) -> None:
+        """Wait until `condition()` holds, checked after each received event; TimeoutError past `timeout`."""
         deadline = time.monotonic() + timeout
-        while True:
-            found = [r for r in self.received if r.event == event and (predicate is None or predicate(r.payload))]
-            if len(found) >= count:
-                return found[:count]
+        while not condition():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise TimeoutError(f"{event}: {len(found)} of {count} received within {timeout} s")
+                raise TimeoutError(f"condition not met within {timeout} s")
             self._changed.clear()
             try:
                 await asyncio.wait_for(self._changed.wait(), remaining)

@@ -3,11 +3,14 @@
 `Dispatcher` is the bus subscriber (router → event log → fan-out). `LocalDelivery` is what each node
 does with logged events: pace them per stream and emit them to the room. A socket that is resuming a
 stream is *held*: live events for it are buffered while its replay is read, then flushed without the ones
-the replay already sent, so nothing slips between replay and live and nothing arrives twice.
+the replay already sent, so nothing slips between replay and live and nothing arrives twice. After the
+release, events the pacer still held back and the replay already sent are skipped for that socket too
+(its *floor*), so a paced stream does not send them a second time.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -28,13 +31,17 @@ class Dispatcher:
         self._log = log
         self._fanout = fanout
         self._metrics = metrics
+        self._in_order = asyncio.Lock()
 
     async def __call__(self, batch: Sequence[DomainEvent]) -> None:
         deliveries = [d for e in batch for d in route(e.name, e.data)]
-        logged = await self._log.append(deliveries)
-        for e in batch:
-            self._metrics.published.labels(e.name).inc()
-        await self._fanout.publish(logged)
+        # One batch at a time from the log to the fan-out: two batches logged concurrently could otherwise
+        # reach a socket out of log order, and a client that saw the later id drops the earlier event.
+        async with self._in_order:
+            logged = await self._log.append(deliveries)
+            for e in batch:
+                self._metrics.child(self._metrics.published, e.name).inc()
+            await self._fanout.publish(logged)
 
 
 class LocalDelivery:
@@ -44,6 +51,7 @@ class LocalDelivery:
         self._sio = sio
         self._metrics = metrics
         self._held: dict[str, dict[str, list[LoggedEvent]]] = {}
+        self._floors: dict[str, dict[str, Position]] = {}
         self.pacer = StreamPacer(rate, self._emit_to_room)
 
     async def deliver(self, logged: Sequence[LoggedEvent]) -> None:
@@ -51,15 +59,26 @@ class LocalDelivery:
             await self.pacer.offer(item)
 
     async def _emit_to_room(self, item: LoggedEvent) -> None:
+        skip: list[str] = []
         held = self._held.get(item.stream)
-        skip = None
         if held:
             for buffer in held.values():
                 buffer.append(item)
-            skip = list(held)
-        await self._sio.emit(item.event, item.payload, room=item.stream, namespace=NAMESPACE, skip_sid=skip)
-        self._metrics.delivered.labels(item.event).inc()
-        self._metrics.latency.labels(item.event).observe(max(0.0, time.time() - item.logged_at))
+            skip.extend(held)
+        floors = self._floors.get(item.stream)
+        if floors:
+            for sid, floor in list(floors.items()):
+                if item.position <= floor:
+                    skip.append(sid)
+                else:  # the pacer keeps a stream in log order: nothing at or below the floor follows
+                    del floors[sid]
+            if not floors:
+                del self._floors[item.stream]
+        await self._sio.emit(item.event, item.payload, room=item.stream, namespace=NAMESPACE,
+                             skip_sid=skip or None)
+        m = self._metrics
+        m.child(m.delivered, item.event).inc()
+        m.child(m.latency, item.event).observe(max(0.0, time.time() - item.logged_at))
 
     async def emit_to_socket(self, sid: str, item: LoggedEvent) -> None:
         await self._sio.emit(item.event, item.payload, to=sid, namespace=NAMESPACE)
@@ -78,14 +97,22 @@ class LocalDelivery:
                 for item in buffer:
                     if upto is None or item.position > upto:
                         await self.emit_to_socket(sid, item)
-            self.drop(sid, stream)
+            if upto is not None and sid in self._held.get(stream, {}):
+                self._floors.setdefault(stream, {})[sid] = upto
+            self._unhold(sid, stream)
 
-    def drop(self, sid: str, stream: str | None = None) -> None:
-        """Stop holding `sid` (in one stream, or all): on release and on disconnect."""
-        for name in [stream] if stream else list(self._held):
-            sids = self._held.get(name)
-            if sids is not None and sids.pop(sid, None) is not None and not sids:
-                del self._held[name]
+    def _unhold(self, sid: str, stream: str) -> None:
+        sids = self._held.get(stream)
+        if sids is not None and sids.pop(sid, None) is not None and not sids:
+            del self._held[stream]
+
+    def drop(self, sid: str) -> None:
+        """Forget `sid` everywhere (on disconnect)."""
+        for table in (self._held, self._floors):
+            for stream in [s for s, sids in table.items() if sid in sids]:
+                del table[stream][sid]
+                if not table[stream]:
+                    del table[stream]
 
     async def aclose(self) -> None:
         await self.pacer.aclose()

@@ -119,6 +119,7 @@ class MemoryEventLog:
 
     async def __aexit__(self, *exc: object) -> None:
         self._streams.clear()
+        self.epoch = secrets.token_hex(4)  # the history is gone: offsets handed out so far must resync
 
     def _trim(self, stream: _MemoryStream, now: float) -> None:
         events, oldest_kept = stream.events, now - self._max_age_s

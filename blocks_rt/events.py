@@ -11,18 +11,28 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
     PlainSerializer,
     StringConstraints,
+    WithJsonSchema,
 )
 from pydantic.alias_generators import to_camel
 
 
 def _number(value: Decimal) -> int | float:
     return int(value) if value == value.to_integral_value() else float(value)
+
+
+def _exact_as_number(value: Decimal) -> Decimal:
+    # Clients parse JSON numbers as IEEE doubles (about 15 significant digits): refuse at the source a value
+    # the wire would silently round, rather than send a different amount than the one validated.
+    if Decimal(repr(float(value))) != value:
+        raise ValueError("more significant digits than a JSON number carries exactly")
+    return value
 
 
 def _iso(value: datetime) -> str:
@@ -36,6 +46,7 @@ def now() -> datetime:
 Money = Annotated[
     Decimal,
     Field(decimal_places=6, allow_inf_nan=False, max_digits=24),
+    AfterValidator(_exact_as_number),
     PlainSerializer(_number, return_type=int | float, when_used="json"),
 ]
 """USDC: Decimal in Python, at most 6 decimals, a JSON number on the wire."""
@@ -43,11 +54,16 @@ NonNegativeMoney = Annotated[Money, Field(ge=0)]
 Quantity = Annotated[
     Decimal,
     Field(ge=0, decimal_places=6, allow_inf_nan=False, max_digits=24),
+    AfterValidator(_exact_as_number),
     PlainSerializer(_number, return_type=int | float, when_used="json"),
 ]
 """Property tokens: fractional ownership is allowed, never negative."""
 Percent = Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)]
-Timestamp = Annotated[AwareDatetime, PlainSerializer(_iso, return_type=str, when_used="json")]
+Timestamp = Annotated[
+    AwareDatetime,
+    PlainSerializer(_iso, return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "format": "date-time"}, mode="serialization"),
+]
 Id = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.@-]+$")]
 """Ids become room names (`user:{id}`), so they never contain ':' or whitespace."""
 Text = Annotated[str, StringConstraints(max_length=2000)]

@@ -14,15 +14,33 @@ Deliver = Callable[[Sequence[LoggedEvent]], Awaitable[None]]
 
 
 class Fanout(Protocol):
+    healthy: bool
+
     async def publish(self, logged: Sequence[LoggedEvent]) -> None:
         """Hand events to every node's local delivery (this node's included)."""
 
 
+class RoomHost(Protocol):
+    async def join(self, stream: str) -> None:
+        """A socket of this node joined `stream`: from now on this node must receive its events."""
+
+    async def leave(self, stream: str) -> None:
+        """A socket of this node left `stream`."""
+
+
 class LocalFanout:
-    """One node: publishing is delivering here."""
+    """One node: publishing is delivering here, and every room is hosted here."""
+
+    healthy = True
 
     def __init__(self, deliver: Deliver) -> None:
         self._deliver = deliver
 
     async def publish(self, logged: Sequence[LoggedEvent]) -> None:
         await self._deliver(logged)
+
+    async def join(self, stream: str) -> None:
+        pass
+
+    async def leave(self, stream: str) -> None:
+        pass

@@ -12,45 +12,31 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import socketio
 from pydantic import BaseModel, ValidationError
 
+from . import fastpath
 from . import messages as msg
 from .auth import AUTH_FAILED, TokenVerifier, token_from_handshake
 from .delivery import LocalDelivery
 from .directory import UserDirectory
-from .errors import AuthError, ClientRequestError
+from .errors import AuthError, BlocksError, ClientRequestError, ServiceUnavailable
 from .eventlog import EventLog, Position, ResyncRequired, parse_event_id
-from .events import Connected
+from .events import Connected, Model
+from .fanout import LocalFanout, RoomHost
 from .metrics import Metrics
 from .presence import Presence, SocketInfo
 from .ratelimit import ClientBudget
 from .rooms import User, automatic_rooms, may_read, organization_room, property_room, room_kind
 from .settings import NAMESPACE, Settings
+from .transport import GatewayServer
+
+if TYPE_CHECKING:
+    from .presence_redis import ClusterPresence
 
 log = logging.getLogger(__name__)
-
-
-class GatewayServer(socketio.AsyncServer):  # type: ignore[misc]
-    """python-socketio's server, dispatching only the client events we define.
-
-    Stock python-socketio dispatches a client-sent event named `connect` or `disconnect` to those
-    handlers, and fails on non-string names; here such packets are answered or dropped before dispatch.
-    """
-
-    async def _handle_event(self, eio_sid: str, namespace: str | None, id: int | None, data: list[Any]) -> None:
-        name = data[0] if data else None
-        if isinstance(name, str) and name in msg.CLIENT_EVENTS:
-            await super()._handle_event(eio_sid, namespace, id, data)
-            return
-        namespace = namespace or "/"
-        sid = self.manager.sid_from_eio_sid(eio_sid, namespace)
-        if id is not None and sid is not None and self.manager.is_connected(sid, namespace):
-            error = ClientRequestError("unknown event", code="unknown_event")
-            await self._send_packet(eio_sid, self.packet_class(
-                socketio.packet.ACK, namespace=namespace, id=id, data=[msg.error_ack(error)]))
 
 
 Handler = Callable[[SocketInfo, Any], Awaitable[dict[str, Any]]]
@@ -68,6 +54,11 @@ class Gateway:
         self.presence = Presence()
         allowed = frozenset(settings.cors_origins)
         self.sio = GatewayServer(
+            client_events=msg.CLIENT_EVENTS,
+            connect_timeout=settings.connect_timeout_s,
+            max_connect_attempts=settings.max_connect_attempts,
+            # Only /mobile: stock python-socketio also accepts "/" with no handler, i.e. with no authentication.
+            namespaces=[NAMESPACE],
             async_mode="aiohttp",
             # A callable, not a list: python-socketio treats an empty list as "no CORS checks at all".
             cors_allowed_origins=lambda origin, environ=None: origin in allowed,
@@ -82,7 +73,10 @@ class Gateway:
             logger=False,
             engineio_logger=False,
         )
+        fastpath.install(self.sio, compress=settings.compression)
         self.delivery = LocalDelivery(self.sio, metrics, settings.event_rate)
+        self.room_host: RoomHost = LocalFanout(self.delivery.deliver)
+        self.cluster: ClusterPresence | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._handlers: dict[str, Handler] = {
             "subscribe:property": self._subscribe_property,
@@ -97,10 +91,14 @@ class Gateway:
         self.sio.on("*", self._on_client_event, namespace=NAMESPACE)
 
     # --- the design's utility methods (4.3) -----------------------------------------------------------
-    def is_user_connected(self, user_id: str) -> bool:
-        return self.presence.is_user_connected(user_id)
+    async def is_user_connected(self, user_id: str) -> bool:
+        """On any node of the cluster (this node alone in the embedded mode)."""
+        return await self.user_socket_count(user_id) > 0
 
-    def user_socket_count(self, user_id: str) -> int:
+    async def user_socket_count(self, user_id: str) -> int:
+        """Sockets of `user_id` on every node of the cluster (this node alone in the embedded mode)."""
+        if self.cluster is not None:
+            return await self.cluster.user_socket_count(user_id)
         return self.presence.user_socket_count(user_id)
 
     # --- connect / disconnect -------------------------------------------------------------------------
@@ -110,6 +108,12 @@ class Gateway:
         except AuthError as exc:
             self.metrics.connects_refused.labels(exc.code).inc()
             raise socketio.exceptions.ConnectionRefusedError(AUTH_FAILED, {"code": exc.code}) from None
+        except Exception:
+            # An unexpected failure (directory down, a bug) refuses too: python-socketio would otherwise leave
+            # the socket half-connected and the client waiting for an answer that never comes.
+            log.exception("connect handler failed")
+            self.metrics.connects_refused.labels(ServiceUnavailable.code).inc()
+            raise socketio.exceptions.ConnectionRefusedError(AUTH_FAILED, {"code": ServiceUnavailable.code}) from None
         await self._evict_over_limit(user.id)
         readable = {s: o for s, o in offsets.items() if may_read(user, s)}
         refused = sorted(set(offsets) - set(readable))
@@ -118,7 +122,7 @@ class Gateway:
         for stream in over:
             del readable[stream]
         streams = list(dict.fromkeys(automatic_rooms(user) + list(readable)))
-        info = SocketInfo(sid=sid, user_id=user.id, token_expires_at=claims_exp,
+        info = SocketInfo(sid=sid, user_id=user.id, token_expires_at=claims_exp, fixed_rooms=tuple(automatic_rooms(user)),
                           budget=ClientBudget(self.settings.client_budget_per_s, self.settings.client_budget_burst))
         for stream in streams:
             kind = room_kind(stream)
@@ -127,9 +131,11 @@ class Gateway:
             elif kind == "organization":
                 info.organizations.add(stream)
         self.presence.add(info)
+        if self.cluster is not None:
+            self.cluster.changed(user.id, +1)
         self.delivery.hold(sid, streams)
         for stream in streams:
-            await self.sio.enter_room(sid, stream, namespace=NAMESPACE)
+            await self._join(sid, stream)
         self._schedule_expiry(info)
         self._gauges()
         self._spawn(self._welcome(sid, user, streams, readable, refused + over))
@@ -163,29 +169,47 @@ class Gateway:
         `stream:resumed` also gives the current offset of every stream that was not resumed, so a client
         always holds an offset to resume from next time (a first connect, a resync).
         """
-        await self.sio.emit("connected", Connected(user_id=user.id).wire(), to=sid, namespace=NAMESPACE)
         replayed_upto: dict[str, Position] = {}
-        recovered, resync = [], []
-        for stream, offset in offsets.items():
-            try:
-                missed = await self.log.read_after(stream, offset)
-            except ResyncRequired as exc:
-                self.metrics.resyncs.labels(exc.reason).inc()
-                resync.append(stream)
-                await self.sio.emit("stream:resync_required", {"stream": stream, "reason": exc.reason},
-                                    to=sid, namespace=NAMESPACE)
-                continue
-            for item in missed:
-                await self.delivery.emit_to_socket(sid, item)
-            self.metrics.replayed.inc(len(missed))
-            replayed_upto[stream] = missed[-1].position if missed else parse_event_id(offset)[1]
-            recovered.append(stream)
-        fresh = {stream: await self.log.head(stream) for stream in streams if stream not in replayed_upto}
-        # A fresh stream starts at its head: what came before is the state the app fetches over REST.
-        replayed_upto.update({stream: parse_event_id(head)[1] for stream, head in fresh.items()})
-        await self.sio.emit("stream:resumed", {"recovered": recovered, "resyncRequired": resync,
-                                               "refused": refused, "offsets": fresh}, to=sid, namespace=NAMESPACE)
+        try:
+            await self._send(sid, "connected", Connected(user_id=user.id))
+            recovered, resync = [], []
+            for stream, offset in offsets.items():
+                try:
+                    missed = await self.log.read_after(stream, offset)
+                except ResyncRequired as exc:
+                    self.metrics.resyncs.labels(exc.reason).inc()
+                    resync.append(stream)
+                    await self._send(sid, "stream:resync_required", msg.StreamResyncRequired(stream=stream,
+                                                                                              reason=exc.reason))
+                    continue
+                for item in missed:
+                    await self.delivery.emit_to_socket(sid, item)
+                self.metrics.replayed.inc(len(missed))
+                replayed_upto[stream] = missed[-1].position if missed else parse_event_id(offset)[1]
+                recovered.append(stream)
+            fresh = {stream: await self.log.head(stream) for stream in streams if stream not in replayed_upto}
+            # A fresh stream starts at its head: what came before is the state the app fetches over REST.
+            replayed_upto.update({stream: parse_event_id(head)[1] for stream, head in fresh.items()})
+            await self._send(sid, "stream:resumed", msg.StreamResumed(recovered=recovered, resync_required=resync,
+                                                                      refused=refused, offsets=fresh))
+        except Exception:
+            # The log is unreachable: a socket left held would buffer forever. It reconnects and resumes later.
+            log.exception("resume of %s failed", sid)
+            self.delivery.drop(sid)
+            await self.end_session(sid, "unavailable", "could not resume your streams; reconnect")
+            return
         await self.delivery.release(sid, replayed_upto)
+
+    async def _send(self, sid: str, event: str, payload: Model) -> None:
+        await self.sio.emit(event, payload.wire(), to=sid, namespace=NAMESPACE)
+
+    async def _join(self, sid: str, room: str) -> None:
+        await self.sio.enter_room(sid, room, namespace=NAMESPACE)
+        await self.room_host.join(room)
+
+    async def _leave(self, sid: str, room: str) -> None:
+        await self.sio.leave_room(sid, room, namespace=NAMESPACE)
+        await self.room_host.leave(room)
 
     async def _on_disconnect(self, sid: str, reason: Any = None) -> None:
         info = self.presence.remove(sid)
@@ -193,11 +217,19 @@ class Gateway:
         if info is not None:
             for handle in info.timers:
                 handle.cancel()
+            if self.cluster is not None:
+                self.cluster.changed(info.user_id, -1)
+            for room in info.rooms():
+                await self.room_host.leave(room)
         self._gauges()
 
-    async def end_session(self, sid: str, reason: str, message: str) -> None:
-        """Tell the socket why, then disconnect it (eviction, expiry, abuse, shutdown)."""
-        await self.sio.emit("session:ended", {"reason": reason, "message": message}, to=sid, namespace=NAMESPACE)
+    async def end_session(self, sid: str, reason: msg.SessionEndReason, message: str) -> None:
+        """Tell the socket why, then disconnect it (eviction, expiry, abuse, shutdown, unavailable); once."""
+        info = self.presence.get(sid)
+        if info is None or info.ending:
+            return
+        info.ending = True
+        await self._send(sid, "session:ended", msg.SessionEnded(reason=reason, message=message))
         await self.sio.disconnect(sid, namespace=NAMESPACE)
 
     def _gauges(self) -> None:
@@ -218,8 +250,8 @@ class Gateway:
             return
         grace = self.settings.token_refresh_grace_s
         info.timers = [asyncio.get_running_loop().call_later(grace, self._on_grace_over, sid)]
-        self._spawn(self.sio.emit("auth:expired", {"graceSeconds": grace, "message": "send auth:refresh"},
-                                  to=sid, namespace=NAMESPACE))
+        self._spawn(self._send(sid, "auth:expired", msg.AuthExpired(grace_seconds=grace,
+                                                                    message="send auth:refresh")))
 
     def _on_grace_over(self, sid: str) -> None:
         if self.presence.get(sid) is not None:
@@ -240,7 +272,7 @@ class Gateway:
         try:
             request = msg.parse(event, args)
             result = await self._handlers[event](info, request)
-        except ClientRequestError as exc:
+        except BlocksError as exc:  # a bad request, or the log unreachable (`unavailable`)
             self.metrics.client_messages.labels(event, exc.code).inc()
             return msg.error_ack(exc)
         self.metrics.client_messages.labels(event, "ok").inc()
@@ -251,16 +283,14 @@ class Gateway:
         if room not in info.properties and len(info.properties) >= self.settings.max_subscriptions_per_socket:
             raise ClientRequestError("too many property subscriptions", code="subscription_limit",
                                      limit=self.settings.max_subscriptions_per_socket)
-        info.properties.add(room)
-        await self.sio.enter_room(info.sid, room, namespace=NAMESPACE)
+        offset = await self._subscribe(info, info.properties, room)
         latest = await self.log.latest(room, "property:funding_updated")
         funding = latest.payload["property"] if latest else None
-        return msg.SubscribeAck(room=room, funding=funding, offset=await self.log.head(room)).wire()
+        return msg.SubscribeAck(room=room, funding=funding, offset=offset).wire()
 
     async def _unsubscribe_property(self, info: SocketInfo, request: msg.SubscribeProperty) -> dict[str, Any]:
         room = property_room(request.property_id)
-        info.properties.discard(room)
-        await self.sio.leave_room(info.sid, room, namespace=NAMESPACE)
+        await self._unsubscribe(info, info.properties, room)
         return msg.SubscribeAck(room=room).wire()
 
     async def _subscribe_organization(self, info: SocketInfo, request: msg.SubscribeOrganization) -> dict[str, Any]:
@@ -268,15 +298,36 @@ class Gateway:
         user = await self.users.get(info.user_id)
         if user is None or not may_read(user, room):
             raise ClientRequestError("only admins of this organization may subscribe", code="forbidden")
-        info.organizations.add(room)
-        await self.sio.enter_room(info.sid, room, namespace=NAMESPACE)
-        return msg.SubscribeAck(room=room, offset=await self.log.head(room)).wire()
+        return msg.SubscribeAck(room=room, offset=await self._subscribe(info, info.organizations, room)).wire()
 
     async def _unsubscribe_organization(self, info: SocketInfo, request: msg.SubscribeOrganization) -> dict[str, Any]:
         room = organization_room(request.org_id)
-        info.organizations.discard(room)
-        await self.sio.leave_room(info.sid, room, namespace=NAMESPACE)
+        await self._unsubscribe(info, info.organizations, room)
         return msg.SubscribeAck(room=room).wire()
+
+    async def _subscribe(self, info: SocketInfo, rooms: set[str], room: str) -> str:
+        """Join `room` and return the offset the socket is live from.
+
+        The socket is held while it joins and the offset is read, then released from that offset: an event
+        logged before the offset never reaches it (the ack's state covers it) and one logged after always does.
+        """
+        if room in rooms:
+            return await self.log.head(room)
+        rooms.add(room)
+        self.delivery.hold(info.sid, [room])
+        live_from: dict[str, Position] = {}
+        try:
+            await self._join(info.sid, room)
+            offset = await self.log.head(room)
+            live_from[room] = parse_event_id(offset)[1]
+        finally:
+            await self.delivery.release(info.sid, live_from)
+        return offset
+
+    async def _unsubscribe(self, info: SocketInfo, rooms: set[str], room: str) -> None:
+        if room in rooms:
+            rooms.discard(room)
+            await self._leave(info.sid, room)
 
     async def _ping(self, info: SocketInfo, request: BaseModel) -> dict[str, Any]:
         return msg.PingAck().wire()
@@ -290,7 +341,7 @@ class Gateway:
             raise ClientRequestError("token is for another user", code="token_user_mismatch")
         info.token_expires_at = claims.expires_at
         self._schedule_expiry(info)
-        return {"success": True, "expiresAt": claims.expires_at}
+        return msg.AuthRefreshAck(expires_at=claims.expires_at).wire()
 
     # --- lifecycle --------------------------------------------------------------------------------------
     def _spawn(self, coro: Awaitable[Any]) -> None:
@@ -298,10 +349,14 @@ class Gateway:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    async def drain(self) -> None:
+        """Shutting down: tell every socket to reconnect (to another node) and disconnect it."""
+        for sid in self.presence.sids():
+            await self.end_session(sid, "server_shutdown", "this node is shutting down; reconnect")
+
     async def aclose(self) -> None:
         """Disconnect every socket and stop background work."""
-        for sid in self.presence.sids():
-            await self.sio.disconnect(sid, namespace=NAMESPACE)
+        await self.drain()
         await self.delivery.aclose()
         for task in list(self._tasks):
             task.cancel()

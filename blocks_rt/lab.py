@@ -4,6 +4,7 @@
     amira = await lab.client("usr_amira")    # a connected, resumable client for a demo user
     await lab.services.deposit("usr_amira", 250)
     lab.timeline()                           # who received what, when (a pandas DataFrame)
+    lab.received_table()                     # how many of each event each client received
     await lab.stop()
 
 Every wait is bounded, so a notebook cell or a test never hangs.
@@ -12,15 +13,18 @@ Every wait is bounded, so a notebook cell or a test never hangs.
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 import aiohttp
 from aiohttp import web
 
 from .app import BLOCKS, Blocks, create_app
 from .auth import mint_token
-from .client import BlocksClient
+from .client import CONTROL_EVENTS, BlocksClient
+from .events import WIRE_EVENTS
 from .settings import Settings
 
 if TYPE_CHECKING:
@@ -28,6 +32,22 @@ if TYPE_CHECKING:
 
 LAB_SECRET = "blocks-rt-lab-secret-not-for-production-0123456789"
 LAB_API_KEY = "blocks-rt-lab-api-key-not-for-production-0123456789"
+DEMO_USERS = ("usr_amira", "usr_ben", "usr_chloe", "usr_dev", "usr_elena", "usr_farid", "usr_grace", "usr_hugo",
+              "usr_olivia", "usr_omar")
+"""The active demo users of data/users.json (usr_mallory is inactive)."""
+# Fields that differ on every run: masked so a payload can be shown in a checked notebook cell.
+VOLATILE_FIELDS = frozenset({"eventId", "timestamp", "createdAt", "expiresAt"})
+_SESSION_EVENTS = frozenset({"connected", "stream:resumed"})  # every connect gets these
+_EVENT_ORDER = list(WIRE_EVENTS) + [e for e in CONTROL_EVENTS if e not in WIRE_EVENTS]
+
+
+def masked(payload: Any) -> Any:
+    """`payload` with run-dependent values (event ids, timestamps) replaced by "…", at any depth."""
+    if isinstance(payload, Mapping):
+        return {k: "…" if k in VOLATILE_FIELDS else masked(v) for k, v in payload.items()}
+    if isinstance(payload, list):
+        return [masked(v) for v in payload]
+    return payload
 
 
 def lab_settings(**overrides: Any) -> Settings:
@@ -74,10 +94,13 @@ class Lab:
         return mint_token(self.settings, user_id, ttl_s, **claims)
 
     async def client(self, user_id: str, *, connect: bool = True, label: str | None = None,
-                     **options: Any) -> BlocksClient:
-        """A client for `user_id` (connected unless `connect=False`), recorded under `label` or the user id."""
+                     token: str | None = None, **options: Any) -> BlocksClient:
+        """A client for `user_id` (connected unless `connect=False`), recorded under `label` or the user id.
+
+        `token` replaces the lab's valid one-hour token (expired, forged, for someone else, ...).
+        """
         options.setdefault("reconnection", False)
-        client = BlocksClient(self.url, self.token(user_id), **options)
+        client = BlocksClient(self.url, self.token(user_id) if token is None else token, **options)
         name = label or user_id
         if name in self.clients:
             self._extra_clients.append(self.clients[name])
@@ -86,17 +109,117 @@ class Lab:
             await client.connect(timeout=10)
         return client
 
+    async def crowd(self, user_ids: Iterable[str], per_user: int, *, concurrency: int = 25,
+                    subscribe: Sequence[str] = ()) -> list[BlocksClient]:
+        """`per_user` connected clients for each user, labelled `usr_x#1`...; each subscribes to `subscribe`.
+
+        Connects `concurrency` at a time (a burst of handshakes is not what is being measured).
+        """
+        gate = asyncio.Semaphore(concurrency)
+
+        async def one(user_id: str, n: int) -> BlocksClient:
+            async with gate:
+                client = await self.client(user_id, label=f"{user_id}#{n}")
+                for property_id in subscribe:
+                    await client.subscribe_property(property_id)
+                return client
+
+        return list(await asyncio.gather(*(one(u, n) for u in user_ids for n in range(1, per_user + 1))))
+
     async def publish(self, events: list[dict[str, Any]] | dict[str, Any], api_key: str | None = None) -> tuple[int, Any]:
         """POST to the publish API as a backend would; returns (status, body)."""
         key = self.settings.api_key if api_key is None else api_key
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
-            async with http.post(f"{self.url}/api/events", json=events,
-                                 headers={"Authorization": f"Bearer {key}"}) as response:
-                return response.status, await response.json(content_type=None)
+        async with (aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http,
+                    http.post(f"{self.url}/api/events", json=events,
+                              headers={"Authorization": f"Bearer {key}"}) as response):
+            return response.status, await response.json(content_type=None)
 
     async def settle(self, seconds: float = 0.2) -> None:
         """Give in-flight deliveries time to land (paced events take longer: wait for them instead)."""
         await asyncio.sleep(seconds)
+
+    async def wait_for(self, expected: Mapping[str, Mapping[str, int]], timeout: float = 5.0) -> None:
+        """Wait until each client has received at least `expected[client][event]` of each event (in all).
+
+        TimeoutError names every client and event still short, so a failing cell says what is missing.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            short = {(name, event): (len(self.clients[name].events(event)), n)
+                     for name, counts in expected.items() for event, n in counts.items()
+                     if len(self.clients[name].events(event)) < n}
+            if not short:
+                return
+            if time.monotonic() >= deadline:
+                missing = ", ".join(f"{name} {event} {got}/{n}" for (name, event), (got, n) in short.items())
+                raise TimeoutError(f"within {timeout} s, still missing: {missing}")
+            await asyncio.sleep(0.02)
+
+    def clear(self) -> None:
+        """Forget what the clients received so far (their stream offsets are kept): start a new scene."""
+        for client in self.clients.values():
+            client.received.clear()
+
+    def who_got(self, event: str, predicate: Callable[[dict[str, Any]], bool] | None = None) -> list[str]:
+        """The clients that received `event` (matching `predicate(payload)`, if given), in connect order."""
+        return [name for name, c in self.clients.items()
+                if any(predicate is None or predicate(r.payload) for r in c.events(event))]
+
+    def received_table(self) -> pd.DataFrame:
+        """Counts: one row per client, one column per event anyone received (`connected` and `stream:resumed` aside)."""
+        import pandas as pd
+
+        columns = [e for e in _EVENT_ORDER if e not in _SESSION_EVENTS]
+        table = pd.DataFrame.from_dict({name: {e: len(c.events(e)) for e in columns} for name, c in self.clients.items()},
+                                       orient="index", columns=columns)
+        table = table.loc[:, table.sum() > 0]
+        table.index.name = "client"
+        return table
+
+    def latency_table(self) -> pd.DataFrame:
+        """Per wire event: deliveries and publish→receive latency percentiles in ms (never for a checked cell)."""
+        grouped = self.deliveries().dropna(subset=["latency_ms"]).groupby("event").latency_ms
+        table = grouped.agg(deliveries="count", p50=lambda s: s.quantile(0.5), p90=lambda s: s.quantile(0.9),
+                            p99=lambda s: s.quantile(0.99), max="max")
+        return table.round(1)
+
+    def plot_latency(self, title: str = "publish → receive latency per event") -> Any:
+        """A box plot of latency (ms) per wire event, with its delivery count; returns the matplotlib Axes."""
+        import matplotlib.pyplot as plt
+
+        frame = self.deliveries().dropna(subset=["latency_ms"])
+        events = [e for e in _EVENT_ORDER if e in set(frame.event)]
+        _, ax = plt.subplots(figsize=(8, 0.45 * len(events) + 1.2))
+        ax.boxplot([frame.latency_ms[frame.event == e] for e in events], orientation="horizontal",
+                   tick_labels=[f"{e} ({(frame.event == e).sum()})" for e in events])
+        ax.invert_yaxis()
+        ax.set_xlabel("ms")
+        ax.set_title(title)
+        plt.tight_layout()
+        return ax
+
+    def plot_timeline(self, title: str = "who received what, when") -> Any:
+        """One lane per client, one marker per received event (time since the first); returns the Axes."""
+        import matplotlib.pyplot as plt
+
+        frame = self.deliveries()
+        clients = list(dict.fromkeys(frame.client))
+        _, ax = plt.subplots(figsize=(9, 0.4 * len(clients) + 1.5))
+        start = frame.received_at.min()
+        events = [e for e in _EVENT_ORDER if e in set(frame.event)]
+        for n, event in enumerate(events):
+            rows = frame[frame.event == event]
+            # each event type a little lower in the lane, so events received together stay visible
+            offset = (n - (len(events) - 1) / 2) * 0.5 / max(1, len(events))
+            ax.scatter((rows.received_at - start) * 1000, [clients.index(c) + offset for c in rows.client],
+                       label=event, marker="o", s=30, alpha=0.85)
+        ax.set_yticks(range(len(clients)), clients)
+        ax.invert_yaxis()
+        ax.set_xlabel("ms since the first event")
+        ax.set_title(title)
+        ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
+        plt.tight_layout()
+        return ax
 
     def timeline(self) -> pd.DataFrame:
         """Every event every lab client received: client, event, stream, latency in ms (publish → receive)."""
@@ -112,13 +235,18 @@ class Lab:
                              "latency_ms": (r.received_at - sent) * 1000 if sent is not None else None})
         return pd.DataFrame(rows, columns=["client", "event", "stream", "eventId", "received_at", "latency_ms"])
 
+    def deliveries(self) -> pd.DataFrame:
+        """The timeline without what every connect gets (`connected`, `stream:resumed`)."""
+        frame = self.timeline()
+        return frame[~frame.event.isin(_SESSION_EVENTS)]
+
     async def stop(self) -> None:
         """Clients first (so the server does not wait for them), then the server; bounded."""
         clients = list(self.clients.values()) + self._extra_clients
         await asyncio.wait_for(asyncio.gather(*(c.disconnect() for c in clients), return_exceptions=True), 10)
         await asyncio.wait_for(self._runner.cleanup(), 15)
 
-    async def __aenter__(self) -> Lab:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from .errors import ClientRequestError
-from .events import Id, Model, Timestamp, now
+from .errors import BlocksError, ClientRequestError
+from .eventlog import ResyncReason
+from .events import FundingState, Id, Model, Timestamp, now
 
 StreamName = Annotated[str, StringConstraints(min_length=1, max_length=160)]
 EventId = Annotated[str, StringConstraints(min_length=1, max_length=80)]
@@ -70,10 +71,10 @@ def parse(event: str, args: tuple[Any, ...]) -> BaseModel:
 
 
 class SubscribeAck(Model):
-    success: bool = True
+    success: Literal[True] = True
     room: str
-    funding: dict[str, Any] | None = None
-    offset: str | None = None
+    funding: FundingState | None = Field(None, description="subscribe:property: the funding bar right now.")
+    offset: str | None = Field(None, description="subscribe: the stream's offset to resume it from later.")
 
 
 class PingAck(Model):
@@ -81,6 +82,106 @@ class PingAck(Model):
     timestamp: Timestamp = Field(default_factory=now)
 
 
-def error_ack(error: ClientRequestError) -> dict[str, Any]:
+def error_ack(error: BlocksError) -> dict[str, Any]:
     """`{success: false, error: {code, message, ...}}`: the connection stays healthy."""
     return {"success": False, "error": error.to_wire()}
+
+
+# --- what the gateway sends one socket outside of any stream, and the acks ---------------------------------
+class StreamResumed(Model):
+    """`stream:resumed`: after `connected` and any replay; `offsets` holds the start of every fresh stream."""
+
+    recovered: list[StreamName]
+    resync_required: list[StreamName]
+    refused: list[StreamName]
+    offsets: dict[StreamName, EventId]
+
+
+class StreamResyncRequired(Model):
+    """`stream:resync_required`: that stream cannot be replayed from the client's offset; refetch over REST."""
+
+    stream: StreamName
+    reason: ResyncReason
+
+
+class AuthExpired(Model):
+    """`auth:expired`: the access token expired; send `auth:refresh` within `graceSeconds` or be disconnected."""
+
+    grace_seconds: float
+    message: str
+
+
+SessionEndReason = Literal["too_many_sockets", "token_expired", "rate_limit_abuse", "server_shutdown", "unavailable"]
+
+
+class SessionEnded(Model):
+    """`session:ended`: the server is about to disconnect this socket, and why."""
+
+    reason: SessionEndReason
+    message: str
+
+
+CONTROL_EVENTS: dict[str, type[Model]] = {
+    "stream:resumed": StreamResumed,
+    "stream:resync_required": StreamResyncRequired,
+    "auth:expired": AuthExpired,
+    "session:ended": SessionEnded,
+}
+"""What the gateway sends one socket besides the stream events (`connected` is in events.WIRE_EVENTS)."""
+
+
+class AuthRefreshAck(Model):
+    success: Literal[True] = True
+    expires_at: float = Field(description="The new token's `exp` (seconds since the epoch).")
+
+
+AuthCode = Literal[
+    "token_missing", "token_too_large", "token_malformed", "token_algorithm", "token_expired",
+    "token_not_yet_valid", "token_issuer", "token_audience", "token_claims", "token_signature", "token_invalid",
+    "token_subject", "token_header", "token_key_unknown",
+]
+"""Why auth.TokenVerifier refused a token (at connect, and in the `auth:refresh` ack)."""
+ConnectRefusalCode = Literal[AuthCode, "user_unknown", "user_inactive", "handshake_invalid", "unavailable"]
+AckErrorCode = Literal[
+    AuthCode,
+    "unknown_event", "not_connected", "rate_limited", "invalid_request", "subscription_limit", "forbidden",
+    "token_user_mismatch", "unavailable",
+]
+
+
+class AckErrorDetail(Model):
+    code: AckErrorCode
+    message: str
+    field: str | None = Field(None, description="`invalid_request`: the path of the first bad field.")
+    retry_after_ms: int | None = Field(None, description="`rate_limited`: milliseconds until a request could pass.")
+    limit: int | None = Field(None, description="`subscription_limit`: the most property rooms a socket may join.")
+
+
+class ErrorAck(Model):
+    """The ack of any refused client event: the connection stays healthy."""
+
+    success: Literal[False] = False
+    error: AckErrorDetail
+
+
+ACKS: dict[str, type[Model]] = {
+    "subscribe:property": SubscribeAck,
+    "unsubscribe:property": SubscribeAck,
+    "subscribe:organization": SubscribeAck,
+    "unsubscribe:organization": SubscribeAck,
+    "ping": PingAck,
+    "auth:refresh": AuthRefreshAck,
+}
+"""The ack of each client event when it succeeds; otherwise it is an ErrorAck."""
+assert ACKS.keys() == CLIENT_EVENTS.keys(), "every client event has an ack"
+
+
+class ConnectErrorData(Model):
+    code: ConnectRefusalCode
+
+
+class ConnectError(Model):
+    """What socket.io-client's `connect_error` carries when the gateway refuses the handshake."""
+
+    message: Literal["Authentication failed"]
+    data: ConnectErrorData

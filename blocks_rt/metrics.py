@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -10,6 +12,7 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self._children: dict[tuple[str, str], Any] = {}
         r = self.registry
         self.sockets = Gauge("blocks_rt_connected_sockets", "Sockets connected to this node", registry=r)
         self.users = Gauge("blocks_rt_connected_users", "Distinct users connected to this node", registry=r)
@@ -29,8 +32,18 @@ class Metrics:
         self.latency = Histogram("blocks_rt_delivery_latency_seconds",
                                  "From publish to emit, per delivery to a room", ["event"],
                                  buckets=LATENCY_BUCKETS, registry=r)
+        self.fanout_received = Counter("blocks_rt_fanout_received_total",
+                                       "Events this node took off the cross-node fan-out (decoded)", registry=r)
         self.client_messages = Counter("blocks_rt_client_messages_total", "Client events by outcome",
                                        ["event", "outcome"], registry=r)
+
+    def child(self, metric: Any, label: str) -> Any:
+        """`metric.labels(label)`, looked up once: prometheus-client's lookup costs more than the increment."""
+        key = (metric._name, label)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(label)
+        return found
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -17,6 +17,12 @@ class SocketInfo:
     properties: set[str] = field(default_factory=set)
     organizations: set[str] = field(default_factory=set)
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
+    fixed_rooms: tuple[str, ...] = ()
+    ending: bool = False
+
+    def rooms(self) -> list[str]:
+        """Every room this socket is in (for leaving them all on disconnect)."""
+        return [*self.fixed_rooms, *self.properties, *self.organizations]
 
 
 class Presence:

@@ -45,7 +45,8 @@ class PublishApi:
     def routes(self) -> list[web.RouteDef]:
         return [web.post("/api/events", self.publish), web.get("/metrics", self.metrics)]
 
-    def _authorized(self, request: web.Request) -> bool:
+    def authorized(self, request: web.Request) -> bool:
+        """Whether the request carries the API key (compared in constant time)."""
         scheme, _, key = request.headers.get("Authorization", "").partition(" ")
         # Compared in constant time, and always compared, so timing says nothing about the key.
         expected = self._api_key or b"\x00" * 32
@@ -53,7 +54,7 @@ class PublishApi:
         return ok and scheme.lower() == "bearer" and self._api_key is not None
 
     async def publish(self, request: web.Request) -> web.Response:
-        if not self._authorized(request):
+        if not self.authorized(request):
             return _error(401, "unauthorized", "missing or wrong API key")
         if request.content_length is not None and request.content_length > self._max_bytes:
             return _error(413, "too_large", f"body over {self._max_bytes} bytes")

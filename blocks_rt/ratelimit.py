@@ -6,7 +6,8 @@ older queued one of its type, so the latest state is sent when the window opens;
 its turn, in order, and is never dropped.
 
 Client → server: a token bucket per socket; over it the request is refused with `retryAfterMs`, and a
-socket that keeps going gets disconnected.
+socket that keeps going gets disconnected. Refusals (strikes) are forgiven at one per second, so only a
+sustained flood adds up to a disconnect, never a long session's occasional burst.
 """
 
 from __future__ import annotations
@@ -23,15 +24,19 @@ from .events import STATE_EVENTS
 log = logging.getLogger(__name__)
 
 Emit = Callable[[LoggedEvent], Awaitable[None]]
+Sleep = Callable[[float], Awaitable[None]]
+STRIKES_FORGIVEN_PER_S = 1.0
 
 
 class StreamPacer:
     """Spaces each (stream, event type) to one event per `1/rate` seconds; `rate <= 0` sends at once."""
 
-    def __init__(self, rate: float, emit: Emit, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, rate: float, emit: Emit, *, clock: Callable[[], float] = time.monotonic,
+                 sleep: Sleep = asyncio.sleep) -> None:
         self._interval = 1.0 / rate if rate > 0 else 0.0
         self._emit = emit
         self._clock = clock
+        self._sleep = sleep
         self._last_sent: dict[tuple[str, str], float] = {}
         self._queues: dict[str, deque[LoggedEvent]] = {}
         self._drains: dict[str, asyncio.Task[None]] = {}
@@ -73,7 +78,7 @@ class StreamPacer:
                 head = queue[0]
                 delay = self._wait_for(head, self._clock())
                 if delay:
-                    await asyncio.sleep(delay)
+                    await self._sleep(delay)
                     continue  # a newer state event may have replaced the head meanwhile
                 queue.popleft()
                 self._mark(head, self._clock())
@@ -97,24 +102,26 @@ class StreamPacer:
 
 
 class ClientBudget:
-    """Token bucket for one socket's requests, with a count of refusals (strikes)."""
+    """Token bucket for one socket's requests, with a count of recent refusals (strikes)."""
 
-    __slots__ = ("_rate", "_burst", "_tokens", "_at", "strikes")
+    __slots__ = ("_at", "_burst", "_clock", "_rate", "_tokens", "strikes")
 
-    def __init__(self, rate_per_s: float, burst: int) -> None:
+    def __init__(self, rate_per_s: float, burst: int, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._rate = rate_per_s
         self._burst = float(burst)
         self._tokens = float(burst)
-        self._at = time.monotonic()
-        self.strikes = 0
+        self._clock = clock
+        self._at = clock()
+        self.strikes = 0.0
 
     def take(self) -> int:
         """0 if the request may proceed, else the milliseconds until it could."""
         if self._rate <= 0:
             return 0
-        now = time.monotonic()
-        self._tokens = min(self._burst, self._tokens + (now - self._at) * self._rate)
-        self._at = now
+        now = self._clock()
+        elapsed, self._at = now - self._at, now
+        self._tokens = min(self._burst, self._tokens + elapsed * self._rate)
+        self.strikes = max(0.0, self.strikes - elapsed * STRIKES_FORGIVEN_PER_S)
         if self._tokens >= 1:
             self._tokens -= 1
             return 0

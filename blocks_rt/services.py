@@ -13,7 +13,7 @@ from typing import Literal
 from . import events as ev
 from .bus import EventBus
 from .errors import BusinessRuleError
-from .state import InvestmentRecord, Store, TransactionRecord
+from .state import InvestmentRecord, Store, TransactionRecord, Wallet
 
 Published = list[tuple[str, ev.Model]]
 
@@ -39,6 +39,14 @@ class Services:
         return events
 
     # --- wallet ------------------------------------------------------------------------------------------
+    def _wallet(self, user_id: str) -> Wallet:
+        # Checked before any change: an unknown (or malformed) user must not get a wallet, a transaction and
+        # a balance and then fail at event validation with nothing emitted.
+        wallet = self.store.wallets.get(user_id)
+        if wallet is None:
+            raise BusinessRuleError(f"no wallet for user {user_id!r}", code="unknown_wallet")
+        return wallet
+
     def _balance_event(self, user_id: str, amount: Decimal, kind: Literal["deposit", "withdrawal", "reward", "investment"],
                        transaction_id: str) -> tuple[str, ev.Model]:
         w = self.store.wallet(user_id)
@@ -51,22 +59,23 @@ class Services:
     def _transaction_event(self, tx: TransactionRecord) -> tuple[str, ev.Model]:
         return "transaction.status_changed", ev.TransactionStatusChanged(
             user_id=tx.user_id, transaction_id=tx.id,
-            transaction=ev.Transaction(id=tx.id, type=tx.type, amount=tx.amount, status=tx.status,  # type: ignore[arg-type]
+            transaction=ev.Transaction(id=tx.id, type=tx.type, amount=tx.amount, status=tx.status,
                                        description=tx.description))
 
     async def deposit(self, user_id: str, amount: Decimal | int | str) -> Published:
         """A USDC deposit lands: the transaction completes and the balance grows."""
         value = _positive(amount)
+        wallet = self._wallet(user_id)
         tx = TransactionRecord(id=self.store.next_id("tx"), user_id=user_id, type="deposit", amount=value,
                                status="completed", description=f"Deposit of {value} USDC")
         self.store.transactions[tx.id] = tx
-        self.store.wallet(user_id).usdc += value
+        wallet.usdc += value
         return await self._publish([self._transaction_event(tx), self._balance_event(user_id, value, "deposit", tx.id)])
 
     async def request_withdrawal(self, user_id: str, amount: Decimal | int | str) -> Published:
         """Funds move to `locked` while the withdrawal transaction is pending."""
         value = _positive(amount)
-        wallet = self.store.wallet(user_id)
+        wallet = self._wallet(user_id)
         if wallet.usdc < value:
             raise BusinessRuleError("insufficient funds", code="insufficient_funds")
         tx = TransactionRecord(id=self.store.next_id("tx"), user_id=user_id, type="withdraw", amount=value,
@@ -111,7 +120,7 @@ class Services:
         if quantity > prop.available_tokens:
             raise BusinessRuleError(f"only {prop.available_tokens} tokens left", code="sold_out")
         cost = quantity * prop.token_price
-        wallet = self.store.wallet(user_id)
+        wallet = self._wallet(user_id)
         if wallet.usdc < cost:
             raise BusinessRuleError("insufficient funds", code="insufficient_funds")
         inv = InvestmentRecord(id=self.store.next_id("inv"), user_id=user_id, property_id=property_id,

@@ -26,6 +26,7 @@ class Settings:
     jwt_secret: str | None = None
     jwt_algorithms: tuple[str, ...] = ("HS256",)
     jwt_public_key_file: Path | None = None
+    jwt_jwks_file: Path | None = None
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
     jwt_leeway_s: float = 5.0
@@ -35,6 +36,7 @@ class Settings:
     cors_origins: tuple[str, ...] = ()
     redis_url: str | None = None
     redis_prefix: str = "blocks-rt"
+    fanout: str = "rooms"
     host: str = "127.0.0.1"
     port: int = 3000
     event_rate: float = 10.0
@@ -47,6 +49,7 @@ class Settings:
     client_abuse_strikes: int = 50
     token_refresh_grace_s: float = 30.0
     connect_timeout_s: float = 45.0
+    max_connect_attempts: int = 5
     ping_interval_s: float = 25.0
     ping_timeout_s: float = 20.0
     max_message_bytes: int = 64 * 1024
@@ -59,14 +62,19 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Read `BLOCKS_RT_*` variables; unset ones keep their defaults."""
         env = os.environ if env is None else env
-        get = lambda name: env.get(f"BLOCKS_RT_{name}")  # noqa: E731
+
+        def get(name: str) -> str | None:
+            return env.get(f"BLOCKS_RT_{name}")
+
         values: dict[str, object] = {}
         text = {"JWT_SECRET": "jwt_secret", "JWT_ISSUER": "jwt_issuer", "JWT_AUDIENCE": "jwt_audience",
-                "API_KEY": "api_key", "REDIS_URL": "redis_url", "REDIS_PREFIX": "redis_prefix", "HOST": "host"}
+                "API_KEY": "api_key", "REDIS_URL": "redis_url", "REDIS_PREFIX": "redis_prefix", "HOST": "host",
+                "FANOUT": "fanout"}
         for name, attr in text.items():
             if get(name):
                 values[attr] = get(name)
-        paths = {"USERS_FILE": "users_file", "DATA_DIR": "data_dir", "JWT_PUBLIC_KEY_FILE": "jwt_public_key_file"}
+        paths = {"USERS_FILE": "users_file", "DATA_DIR": "data_dir", "JWT_PUBLIC_KEY_FILE": "jwt_public_key_file",
+                 "JWT_JWKS_FILE": "jwt_jwks_file"}
         for name, attr in paths.items():
             if get(name):
                 values[attr] = Path(str(get(name)))
@@ -86,6 +94,7 @@ class Settings:
                    "CLIENT_ABUSE_STRIKES": ("client_abuse_strikes", int),
                    "TOKEN_REFRESH_GRACE_S": ("token_refresh_grace_s", float),
                    "CONNECT_TIMEOUT_S": ("connect_timeout_s", float),
+                   "MAX_CONNECT_ATTEMPTS": ("max_connect_attempts", int),
                    "PING_INTERVAL_S": ("ping_interval_s", float), "PING_TIMEOUT_S": ("ping_timeout_s", float),
                    "MAX_MESSAGE_BYTES": ("max_message_bytes", int),
                    "MAX_PUBLISH_BYTES": ("max_publish_bytes", int),
@@ -100,6 +109,8 @@ class Settings:
                     raise ValueError(f"BLOCKS_RT_{name}={raw!r} is not a valid {kind.__name__}") from exc
         if get("COMPRESSION"):
             values["compression"] = _bool(str(get("COMPRESSION")))
+        if values.get("fanout", "rooms") not in ("rooms", "broadcast"):
+            raise ValueError("BLOCKS_RT_FANOUT must be 'rooms' (default) or 'broadcast' (benchmark baseline)")
         if "*" in values.get("cors_origins", ()):  # type: ignore[operator]
             raise ValueError("BLOCKS_RT_CORS_ORIGINS must list origins; '*' with credentials is not allowed")
         return cls(**values)  # type: ignore[arg-type]

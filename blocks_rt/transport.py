@@ -1,0 +1,169 @@
+"""Transport guards under the gateway: what python-socketio and python-engineio accept by default, narrowed.
+
+`GatewayServer` sees every Socket.IO packet before python-socketio does. It speaks JSON only: a binary
+frame or a BINARY_EVENT/BINARY_ACK packet (with its `_placeholder` attachments) closes the connection, as
+does a packet that does not parse or has the wrong shape (Node's Socket.IO closes on a parse error too).
+Client events are dispatched only if the gateway defines them. An engine connection that has no namespace
+connected is closed after `connect_timeout` (Node's `connectTimeout`), and one that sends more than
+`max_connect_attempts` namespace CONNECT packets (token guessing, namespace spraying) is closed.
+
+`GatewayEngine` answers a long-polling POST over the size limit with 413, and one without a
+Content-Length with 411, without reading the body (stock Engine.IO answers 400, or reads nothing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Collection
+from typing import Any
+
+import engineio
+import socketio
+from aiohttp import web
+from socketio import packet
+
+from .errors import ClientRequestError
+from .messages import error_ack
+
+log = logging.getLogger(__name__)
+
+_ALLOWED_PACKETS = (packet.CONNECT, packet.DISCONNECT, packet.EVENT, packet.ACK)
+
+
+class GatewayEngine(engineio.AsyncServer):  # type: ignore[misc]
+    """Engine.IO server with prompt HTTP answers to oversized or unsized long-polling POSTs."""
+
+    async def handle_request(self, request: web.Request, *args: Any, **kwargs: Any) -> web.StreamResponse:
+        if request.method == "POST":
+            length = request.content_length
+            if length is None:
+                return web.Response(status=411, text="Content-Length required")
+            if length > self.max_http_buffer_size:
+                return web.Response(status=413, text=f"payload over {self.max_http_buffer_size} bytes")
+        response: web.StreamResponse = await super().handle_request(request, *args, **kwargs)
+        return response
+
+
+class GatewayServer(socketio.AsyncServer):  # type: ignore[misc]
+    """python-socketio's server, accepting only JSON packets of the right shape and the client events we define.
+
+    Stock python-socketio dispatches a client-sent event named `connect` or `disconnect` to those
+    handlers, fails on non-string names, reassembles binary attachments for anyone connected, and keeps an
+    engine connection open forever without a namespace; here all of that is refused before dispatch.
+    """
+
+    def __init__(self, *, client_events: Collection[str], connect_timeout: float, max_connect_attempts: int,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._client_events = frozenset(client_events)
+        self._connect_timeout = connect_timeout
+        self._max_connect_attempts = max_connect_attempts
+        self._connect_attempts: dict[str, int] = {}
+        self._handshake_timers: dict[str, asyncio.TimerHandle] = {}
+        self._closing: set[asyncio.Task[None]] = set()
+
+    def _engineio_server_class(self) -> type[engineio.AsyncServer]:
+        return GatewayEngine
+
+    # --- engine connection lifetime ---------------------------------------------------------------------
+    async def _handle_eio_connect(self, eio_sid: str, environ: dict[str, Any]) -> None:
+        await super()._handle_eio_connect(eio_sid, environ)
+        self._connect_attempts[eio_sid] = 0
+        self._arm_handshake_timer(eio_sid)
+
+    async def _handle_eio_disconnect(self, eio_sid: str, reason: Any) -> None:
+        timer = self._handshake_timers.pop(eio_sid, None)
+        if timer is not None:
+            timer.cancel()
+        self._connect_attempts.pop(eio_sid, None)
+        await super()._handle_eio_disconnect(eio_sid, reason)
+
+    def _arm_handshake_timer(self, eio_sid: str) -> None:
+        loop = asyncio.get_running_loop()
+        self._handshake_timers[eio_sid] = loop.call_later(self._connect_timeout, self._check_handshake, eio_sid)
+
+    def _check_handshake(self, eio_sid: str) -> None:
+        """Close an engine connection with no namespace connected; check again later while it has one."""
+        if eio_sid not in self._handshake_timers:
+            return
+        connected = any(self.manager.is_connected(self.manager.sid_from_eio_sid(eio_sid, ns), ns)
+                        for ns in list(self.manager.get_namespaces()))
+        if connected:
+            self._arm_handshake_timer(eio_sid)
+        else:
+            del self._handshake_timers[eio_sid]
+            self._close(eio_sid, "no namespace connected within the connect timeout")
+
+    def _close(self, eio_sid: str, why: str) -> None:
+        log.info("closing engine connection %s: %s", eio_sid, why)
+        task = asyncio.ensure_future(self._drop(eio_sid))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def _drop(self, eio_sid: str) -> None:
+        socket = self.eio.sockets.get(eio_sid)
+        await self.eio.disconnect(eio_sid)
+        if socket is not None:
+            # Engine.IO only sends a CLOSE packet and waits for the client to hang up, which a hostile client
+            # never does; ending the send queue makes the websocket writer close the connection itself.
+            await socket.queue.put(None)
+
+    # --- packets ------------------------------------------------------------------------------------------
+    async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
+        pkt = self._parse(data)
+        if pkt is None:
+            self._close(eio_sid, "binary, malformed or unsupported packet")
+            return
+        if pkt.packet_type == packet.CONNECT:
+            attempts = self._connect_attempts.get(eio_sid, 0) + 1
+            self._connect_attempts[eio_sid] = attempts
+            if attempts > self._max_connect_attempts:
+                self._close(eio_sid, "too many namespace connect attempts")
+                return
+            namespace = pkt.namespace or "/"
+            # Stock python-socketio refuses these with a bare string; the protocol (and Node) sends an object.
+            if namespace not in self.namespaces:
+                await self._refuse_connect(eio_sid, namespace, "Invalid namespace")
+            elif self.manager.sid_from_eio_sid(eio_sid, namespace) is not None:
+                await self._refuse_connect(eio_sid, namespace, "Already connected")
+            else:
+                await self._handle_connect(eio_sid, namespace, pkt.data)
+        elif pkt.packet_type == packet.DISCONNECT:
+            await self._handle_disconnect(eio_sid, pkt.namespace, self.reason.CLIENT_DISCONNECT)
+        elif pkt.packet_type == packet.EVENT:
+            await self._handle_event(eio_sid, pkt.namespace, pkt.id, pkt.data)
+        else:
+            await self._handle_ack(eio_sid, pkt.namespace, pkt.id, pkt.data)
+
+    async def _refuse_connect(self, eio_sid: str, namespace: str, message: str) -> None:
+        await self._send_packet(eio_sid, self.packet_class(packet.CONNECT_ERROR, data={"message": message},
+                                                           namespace=namespace))
+
+    def _parse(self, data: Any) -> Any:
+        """The packet if it is a text packet we accept, of the right shape; None otherwise."""
+        if not isinstance(data, str):
+            return None
+        try:
+            pkt = self.packet_class(encoded_packet=data)
+        except (ValueError, TypeError, IndexError, RecursionError):
+            return None
+        if pkt.packet_type not in _ALLOWED_PACKETS or pkt.attachment_count:
+            return None
+        if pkt.packet_type == packet.EVENT and not (isinstance(pkt.data, list) and pkt.data
+                                                     and isinstance(pkt.data[0], str)):
+            return None
+        if pkt.packet_type == packet.ACK and not isinstance(pkt.data, list):
+            return None
+        return pkt
+
+    async def _handle_event(self, eio_sid: str, namespace: str | None, id: int | None, data: list[Any]) -> None:
+        if data[0] in self._client_events:
+            await super()._handle_event(eio_sid, namespace, id, data)
+            return
+        namespace = namespace or "/"
+        sid = self.manager.sid_from_eio_sid(eio_sid, namespace)
+        if id is not None and sid is not None and self.manager.is_connected(sid, namespace):
+            error = ClientRequestError("unknown event", code="unknown_event")
+            await self._send_packet(eio_sid, self.packet_class(
+                packet.ACK, namespace=namespace, id=id, data=[error_ack(error)]))

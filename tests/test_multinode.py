@@ -1,0 +1,221 @@
+"""Several gateway processes on one real Redis: fan-out, resume across nodes, node death, drain, outage."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+
+from blocks_rt.client import BlocksClient
+from blocks_rt.nodes import Node, NodeCluster, free_port
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def notification(user_id: str, n: int) -> dict[str, Any]:
+    return {"event": "notification.created", "data": {"userId": user_id, "notification": {
+        "id": f"n{n}", "type": "system", "title": f"note {n}", "body": "multi-node"}}}
+
+
+def property_status(property_id: str, n: int) -> dict[str, Any]:
+    status = ("funding", "construction")[n % 2]
+    previous = ("construction", "funding")[n % 2]
+    return {"event": "property.status_changed", "data": {"propertyId": property_id, "property": {
+        "id": property_id, "title": f"status {n}", "status": status, "previousStatus": previous}}}
+
+
+def titles(client: BlocksClient, event: str) -> list[str]:
+    key = "notification" if event == "notification:new" else "property"
+    return [r.payload[key]["title"] for r in client.events(event)]
+
+
+async def connect(cluster: NodeCluster, node: Node, user_id: str, **options: Any) -> BlocksClient:
+    options.setdefault("reconnection", False)
+    client = BlocksClient(node.url, cluster.token(user_id), **options)
+    await client.connect()
+    return client
+
+
+async def metric(node: Node, name: str) -> float:
+    status, text = await node.get("/metrics")
+    assert status == 200
+    match = re.search(rf"^{name} ([0-9.e+]+)$", text, re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
+
+
+@pytest.fixture
+async def cluster3(redis_url: str) -> AsyncIterator[NodeCluster]:
+    async with NodeCluster(redis_url, count=3) as cluster:
+        yield cluster
+
+
+async def test_event_published_on_any_node_reaches_every_socket_once(cluster3: NodeCluster) -> None:
+    a, b, c = cluster3.nodes
+    amira = [await connect(cluster3, node, "usr_amira") for node in (a, b, c)]
+    watchers = [await connect(cluster3, node, "usr_ben") for node in (b, c)]
+    for w in watchers:
+        await w.subscribe_property("prop_marina")
+    assert (await a.publish(notification("usr_amira", 1)))[0] == 202
+    assert (await c.publish(property_status("prop_marina", 1)))[0] == 202
+    for client in amira:
+        await client.wait_for("notification:new", timeout=10)
+    for w in watchers:
+        await w.wait_for("property:status_changed", timeout=10)
+    await asyncio.sleep(0.5)  # anything extra would arrive by now
+    assert [titles(x, "notification:new") for x in amira] == [["note 1"]] * 3
+    assert [titles(w, "property:status_changed") for w in watchers] == [["status 1"]] * 2
+    assert [titles(w, "notification:new") for w in watchers] == [[], []]
+    for client in amira + watchers:
+        await client.disconnect()
+
+
+async def test_user_presence_is_cluster_wide(cluster3: NodeCluster) -> None:
+    a, b, c = cluster3.nodes
+    clients = [await connect(cluster3, a, "usr_chloe"), await connect(cluster3, b, "usr_chloe")]
+    headers = {"Authorization": f"Bearer {cluster3.env['BLOCKS_RT_API_KEY']}"}
+
+    async def count() -> int:
+        status, text = await c.get("/api/presence/usr_chloe", headers=headers)
+        assert status == 200
+        return int(re.search(r'"sockets": ?(\d+)', text).group(1))  # type: ignore[union-attr]
+
+    deadline = time.monotonic() + 10
+    while await count() != 2 and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    assert await count() == 2
+    await clients[0].disconnect()
+    deadline = time.monotonic() + 10
+    while await count() != 1 and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    assert await count() == 1
+    assert (await c.get("/api/presence/usr_chloe"))[0] == 401
+    await clients[1].disconnect()
+
+
+async def test_node_hosting_no_watcher_decodes_nothing(cluster3: NodeCluster) -> None:
+    a, b, c = cluster3.nodes
+    watcher = await connect(cluster3, a, "usr_dev")
+    await watcher.subscribe_property("prop_palm")
+    before_b = await metric(b, "blocks_rt_fanout_received_total")
+    status, body = await c.publish([property_status("prop_palm", n) for n in range(50)])
+    assert (status, body) == (202, {"accepted": 50})
+    await watcher.wait_for("property:status_changed", count=50, timeout=15)
+    assert await metric(a, "blocks_rt_fanout_received_total") >= 50
+    assert await metric(b, "blocks_rt_fanout_received_total") == before_b
+    await watcher.disconnect()
+
+
+async def test_resume_on_another_node_gets_every_missed_event(cluster3: NodeCluster) -> None:
+    a, b, _ = cluster3.nodes
+    first = await connect(cluster3, a, "usr_elena")
+    await first.subscribe_property("prop_creek")
+    await a.publish([notification("usr_elena", 0)])
+    await first.wait_for("notification:new")
+    offsets = dict(first.offsets)
+    await first.disconnect()
+    await b.publish([notification("usr_elena", n) for n in range(1, 21)] +
+                    [property_status("prop_creek", n) for n in range(1, 6)])
+    second = await connect(cluster3, b, "usr_elena", offsets=offsets)
+    await second.wait_for("notification:new", count=20, timeout=10)
+    await second.wait_for("property:status_changed", count=5, timeout=10)
+    [resumed] = second.events("stream:resumed")
+    assert set(resumed.payload["recovered"]) == {"user:usr_elena", "property:prop_creek", "announcements"}
+    assert titles(second, "notification:new") == [f"note {n}" for n in range(1, 21)]
+    assert titles(second, "property:status_changed") == [f"status {n}" for n in range(1, 6)]
+    await second.disconnect()
+
+
+async def test_killed_node_loses_nothing_for_its_clients(cluster3: NodeCluster) -> None:
+    a, b, _ = cluster3.nodes
+    client = BlocksClient([a.url, b.url], cluster3.token("usr_farid"), reconnection=True,
+                          reconnection_delay=0.2, reconnection_delay_max=1.0)
+    await client.connect()
+    total = 200
+
+    async def traffic() -> None:
+        for start in range(0, total, 10):
+            status, _ = await b.publish([notification("usr_farid", n) for n in range(start, start + 10)])
+            assert status == 202
+            await asyncio.sleep(0.02)
+
+    sender = asyncio.create_task(traffic())
+    await client.wait_for("notification:new", count=50, timeout=15)
+    a.kill()  # SIGKILL in the middle of traffic: the client reconnects to b by itself, with its offsets
+    await sender
+    await client.wait_for("notification:new", count=total, timeout=30)
+    # the replay ends with `stream:resumed`, which may come just after the last replayed event
+    await client.wait_until(lambda: client.state == "connected", timeout=10)
+    assert client.url == b.url
+    assert titles(client, "notification:new") == [f"note {n}" for n in range(total)]  # every event, once, in order
+    assert len(client.events("stream:resumed")) == 2
+    await client.disconnect()
+
+
+async def test_sigterm_drains_and_clients_move_to_another_node(cluster3: NodeCluster) -> None:
+    a, b, c = cluster3.nodes
+    client = BlocksClient([c.url, a.url], cluster3.token("usr_grace"), reconnection=True, reconnection_delay=0.2)
+    await client.connect()
+    code = await c.terminate()
+    assert code == 0
+    [ended] = client.events("session:ended")
+    assert ended.payload["reason"] == "server_shutdown"
+    await client.wait_until(lambda: client.state == "connected" and client.url == a.url, timeout=15)
+    assert (await b.publish(notification("usr_grace", 7)))[0] == 202
+    [got] = await client.wait_for("notification:new", timeout=10)
+    assert got.payload["notification"]["title"] == "note 7"
+    await client.disconnect()
+
+
+@pytest.fixture
+def own_redis() -> Iterator[tuple[int, list[subprocess.Popen[bytes]]]]:
+    """A redis-server this test may stop and restart (same port)."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("needs the redis-server binary to stop and restart it")
+    port, workdir = free_port(), tempfile.mkdtemp(prefix="blocks-rt-outage-")
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start() -> None:
+        procs.append(subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                       "--appendonly", "no", "--dir", workdir],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        time.sleep(0.3)
+
+    start()
+    yield port, procs
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=10)
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+async def test_redis_outage_is_reported_refused_and_recovered(own_redis: tuple[int, list[Any]]) -> None:
+    port, procs = own_redis
+    async with NodeCluster(f"redis://127.0.0.1:{port}/0", count=1) as cluster:
+        [node] = cluster.nodes
+        client = await connect(cluster, node, "usr_hugo")
+        procs[0].terminate()
+        procs[0].wait(timeout=10)
+        deadline = time.monotonic() + 15
+        while (await node.get("/healthz"))[0] != 503 and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        assert (await node.get("/healthz"))[0] == 503
+        status, body = await node.publish(notification("usr_hugo", 1))
+        assert status == 503 and body["error"]["code"] == "unavailable"
+        procs.append(subprocess.Popen(procs[0].args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        deadline = time.monotonic() + 30
+        while (await node.get("/healthz"))[0] != 200 and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        assert (await node.get("/healthz"))[0] == 200
+        assert (await node.publish(notification("usr_hugo", 2)))[0] == 202
+        [got] = await client.wait_for("notification:new", timeout=10)
+        assert got.payload["notification"]["title"] == "note 2"  # the listener is not deaf
+        await client.disconnect()
