@@ -21,7 +21,6 @@ import random
 import re
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,7 +29,7 @@ from typing import Any
 
 import socketio
 
-from blocks_rt.nodes import NodeCluster, free_port
+from blocks_rt.nodes import NodeCluster, private_redis
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -143,15 +142,6 @@ def id_of(r: Receiver) -> str:
     return f"{r.user_id}#{id(r)}"
 
 
-def start_redis() -> tuple[subprocess.Popen[bytes], str, str]:
-    binary = shutil.which("redis-server") or sys.exit("needs redis-server")
-    port, workdir = free_port(), tempfile.mkdtemp(prefix="blocks-rt-bench-")
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                             "--dir", workdir], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(0.3)
-    return proc, f"redis://127.0.0.1:{port}/0", workdir
-
-
 def median(runs: list[dict[str, Any]], key: str) -> float:
     values = [r[key] for r in runs if r[key] is not None]
     return statistics.median(values) if values else float("nan")
@@ -164,12 +154,12 @@ async def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", default="benchmarks/results/multinode.json")
     args = parser.parse_args()
-    redis_proc, redis_url, workdir = start_redis()
-    users_file = Path(workdir) / "users.json"
+    workdir = Path(tempfile.mkdtemp(prefix="blocks-rt-bench-"))
+    users_file = workdir / "users.json"
     write_users(users_file, args.clients)
     layouts = [(1, "rooms"), (3, "broadcast"), (3, "rooms")]
     runs: dict[str, list[dict[str, Any]]] = {}
-    try:
+    with private_redis() as redis_url:
         for round_ in range(args.rounds):
             for nodes, mode in layouts:
                 label = f"{nodes} node{'s' if nodes > 1 else ''}, {mode}"
@@ -177,10 +167,7 @@ async def main() -> None:
                 result = await run_layout(redis_url, users_file, nodes, mode, args.clients, args.events)
                 for scenario, figures in result.items():
                     runs.setdefault(f"{label} | {scenario}", []).append(figures)
-    finally:
-        redis_proc.terminate()
-        redis_proc.wait(timeout=10)
-        shutil.rmtree(workdir, ignore_errors=True)
+    shutil.rmtree(workdir, ignore_errors=True)
     print(f"\n{args.clients} clients, {args.events} events per scenario, medians of {args.rounds} rounds")
     print(f"{'layout | scenario':<38} {'valid':>5} {'deliv/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
           f"{'node CPU µs/deliv':>18} {'decoded per node':>22}")

@@ -44,7 +44,7 @@ def parse_event_id(event_id: str) -> tuple[str, Position]:
 
 
 def format_event_id(epoch: str, position: Position) -> str:
-    return f"{epoch}:{position}"
+    return f"{epoch}:{position[0]}-{position[1]}"
 
 
 @dataclass(frozen=True, slots=True)

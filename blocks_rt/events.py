@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
-    AwareDatetime,
+    BeforeValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -35,12 +35,27 @@ def _exact_as_number(value: Decimal) -> Decimal:
     return value
 
 
-def _iso(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+def iso(value: object) -> str:
+    """A timestamp as the wire carries it (as JavaScript's `toISOString()`): UTC, milliseconds, `Z`.
+
+    Timestamps are normalised once, when validated, and kept as that string: serialising them again for every
+    delivery would cost more than the rest of the payload.
+    """
+    if isinstance(value, str) and len(value) <= 64:
+        parsed = datetime.fromisoformat(value)
+        if len(value) == 24 and value[10] == "T" and value[19] == "." and value[23] == "Z":
+            return value  # already the wire form (what our own services and JavaScript clients send)
+        value = parsed
+    if not isinstance(value, datetime) or value.utcoffset() is None:
+        raise ValueError("an ISO 8601 timestamp with a timezone is required")
+    if value.utcoffset():
+        value = value.astimezone(UTC)
+    return "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ" % (
+        value.year, value.month, value.day, value.hour, value.minute, value.second, value.microsecond // 1000)
 
 
-def now() -> datetime:
-    return datetime.now(UTC)
+def now() -> str:
+    return iso(datetime.now(UTC))
 
 
 Money = Annotated[
@@ -59,11 +74,7 @@ Quantity = Annotated[
 ]
 """Property tokens: fractional ownership is allowed, never negative."""
 Percent = Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)]
-Timestamp = Annotated[
-    AwareDatetime,
-    PlainSerializer(_iso, return_type=str, when_used="json"),
-    WithJsonSchema({"type": "string", "format": "date-time"}, mode="serialization"),
-]
+Timestamp = Annotated[str, BeforeValidator(iso), WithJsonSchema({"type": "string", "format": "date-time"})]
 Id = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.@-]+$")]
 """Ids become room names (`user:{id}`), so they never contain ':' or whitespace."""
 Text = Annotated[str, StringConstraints(max_length=2000)]
@@ -78,7 +89,10 @@ class Model(BaseModel):
 
     def wire(self) -> dict[str, Any]:
         """The JSON-ready dict that goes on the wire."""
-        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+        # the serializer itself: model_dump's argument handling costs as much again, per delivery
+        wire: dict[str, Any] = self.__pydantic_serializer__.to_python(self, mode="json", by_alias=True,
+                                                                     exclude_none=True)
+        return wire
 
 
 # --- wallet ------------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from .router import ROUTES, route
 AT = datetime(2025, 1, 15, 10, 30, tzinfo=UTC)
 EPOCH = "7f3a9c21"
 _AT_MS = int(AT.timestamp() * 1000)
+STAMP = ev.iso(AT)
 
 _FUNDING = ev.FundingSnapshot(total_tokens=Decimal(5000), sold_tokens=Decimal(20), available_tokens=Decimal(4980),
                               funding_progress=0.4)
@@ -32,47 +33,47 @@ DOMAIN_EXAMPLES: dict[str, ev.Model] = {
     "wallet.balance_updated": ev.WalletBalanceUpdated(
         user_id="usr_amira", wallet_id="wal_amira",
         balance=ev.Balance(usdc=Decimal("5000.5"), locked=Decimal(0), total_value=Decimal("5000.5")),
-        change=ev.BalanceChange(amount=Decimal("1000.5"), type="deposit", transaction_id="tx_000001"), timestamp=AT),
+        change=ev.BalanceChange(amount=Decimal("1000.5"), type="deposit", transaction_id="tx_000001"), timestamp=STAMP),
     "investment.created": ev.InvestmentCreatedEvent(
         user_id="usr_amira", investment_id="inv_000001", investment=_INVESTMENT, property_data=_FUNDING,
-        timestamp=AT),
+        timestamp=STAMP),
     "investment.confirmed": ev.InvestmentConfirmed(
         user_id="usr_amira", investment_id="inv_000001",
         investment=ev.ConfirmedInvestment(**{**dict(_INVESTMENT), "status": "confirmed"},
-                                          transaction_hash="0x5f2c9e8a41b7d3"), timestamp=AT),
+                                          transaction_hash="0x5f2c9e8a41b7d3"), timestamp=STAMP),
     "transaction.status_changed": ev.TransactionStatusChanged(
         user_id="usr_amira", transaction_id="tx_000002",
         transaction=ev.Transaction(id="tx_000002", type="withdraw", amount=Decimal(250), status="completed",
-                                   description="Withdrawal to bank account"), timestamp=AT),
+                                   description="Withdrawal to bank account"), timestamp=STAMP),
     "property.funding_updated": ev.PropertyFundingUpdated(
         property_id="prop_palm", property=ev.FundingState(id="prop_palm", title="Palm Crescent Villas",
-                                                           **dict(_FUNDING)), timestamp=AT),
+                                                           **dict(_FUNDING)), timestamp=STAMP),
     "property.status_changed": ev.PropertyStatusChanged(
         property_id="prop_creek", property=ev.PropertyStatusInfo(
             id="prop_creek", title="Creek Harbour Residences", status="completed", previous_status="construction"),
-        timestamp=AT),
+        timestamp=STAMP),
     "reward.distributed": ev.RewardDistributed(
         user_id="usr_amira", reward_id="rwd_000001", reward=ev.Reward(
             id="rwd_000001", amount=Decimal("62.5"), type="roi", investment_id="inv_000003", property_id="prop_oasis",
-            property_title="Desert Oasis Lofts", description="Monthly rental income"), timestamp=AT),
+            property_title="Desert Oasis Lofts", description="Monthly rental income"), timestamp=STAMP),
     "notification.created": ev.NotificationNew(
         user_id="usr_amira", notification=ev.Notification(
             id="ntf_000001", type="investment", title="Investment confirmed",
             body="Your 20 tokens of Palm Crescent Villas are confirmed.",
-            data=ev.NotificationData(property_id="prop_palm", investment_id="inv_000001"), created_at=AT),
-        timestamp=AT),
+            data=ev.NotificationData(property_id="prop_palm", investment_id="inv_000001"), created_at=STAMP),
+        timestamp=STAMP),
     "portfolio.updated": ev.PortfolioUpdated(
         user_id="usr_amira", portfolio=ev.Portfolio(
             total_invested=Decimal(2000), total_value=Decimal("2062.5"), total_roi=3.13, total_earnings=Decimal("62.5"),
             monthly_income=Decimal("62.5"),
-            change=ev.PortfolioChange(field="totalEarnings", amount=Decimal("62.5"), percentage=3.13)), timestamp=AT),
+            change=ev.PortfolioChange(field="totalEarnings", amount=Decimal("62.5"), percentage=3.13)), timestamp=STAMP),
     "announcement.published": ev.AnnouncementNew(
         announcement=ev.Announcement(id="ann_000001", title="Scheduled maintenance",
-                                     body="The app is read-only on Sunday from 02:00 to 03:00 UTC."), timestamp=AT),
+                                     body="The app is read-only on Sunday from 02:00 to 03:00 UTC."), timestamp=STAMP),
     "organization.updated": ev.OrganizationUpdated(
         org_id="org_marina", update=ev.OrganizationUpdate(
             id="upd_000001", kind="construction", title="Tower B topped out", body="The structure is complete.",
-            property_id="prop_marina"), timestamp=AT),
+            property_id="prop_marina"), timestamp=STAMP),
 }
 """One example per domain event (events.DOMAIN_EVENTS), as the model a business service publishes."""
 
@@ -94,7 +95,7 @@ STREAM_EXAMPLES = _stream_examples()
 """Each event delivered to a stream (a room), exactly as it goes on the wire, with `eventId` and `stream`."""
 
 CONTROL_EXAMPLES: dict[str, dict[str, Any]] = {
-    "connected": ev.Connected(user_id="usr_amira", timestamp=AT).wire(),
+    "connected": ev.Connected(user_id="usr_amira", timestamp=STAMP).wire(),
     "stream:resumed": msg.StreamResumed(
         recovered=["user:usr_amira"], resync_required=["property:prop_palm"], refused=["user:usr_ben"],
         offsets={"announcements": format_event_id(EPOCH, Position(_AT_MS, 0))}).wire(),
@@ -130,7 +131,7 @@ ACK_EXAMPLES: dict[str, dict[str, Any]] = {
     "subscribe:organization": msg.SubscribeAck(room="organization:org_marina",
                                                offset=format_event_id(EPOCH, Position(_AT_MS, 0))).wire(),
     "unsubscribe:organization": msg.SubscribeAck(room="organization:org_marina").wire(),
-    "ping": msg.PingAck(timestamp=AT).wire(),
+    "ping": msg.PingAck(timestamp=STAMP).wire(),
     "auth:refresh": msg.AuthRefreshAck(expires_at=AT.timestamp() + 3600).wire(),
 }
 """The ack of each client event when it succeeds."""

@@ -74,6 +74,7 @@ class Gateway:
             engineio_logger=False,
         )
         fastpath.install(self.sio, compress=settings.compression)
+        metrics.watch_writes(self.sio.manager)
         self.delivery = LocalDelivery(self.sio, metrics, settings.event_rate)
         self.room_host: RoomHost = LocalFanout(self.delivery.deliver)
         self.cluster: ClusterPresence | None = None

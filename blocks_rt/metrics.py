@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, Metric
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -37,6 +40,10 @@ class Metrics:
         self.client_messages = Counter("blocks_rt_client_messages_total", "Client events by outcome",
                                        ["event", "outcome"], registry=r)
 
+    def watch_writes(self, manager: Any) -> None:
+        """Expose the fan-out fast path's write counts (read at scrape time, not counted twice)."""
+        self.registry.register(_WritesCollector(manager))
+
     def child(self, metric: Any, label: str) -> Any:
         """`metric.labels(label)`, looked up once: prometheus-client's lookup costs more than the increment."""
         key = (metric._name, label)
@@ -47,3 +54,16 @@ class Metrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _WritesCollector:
+    def __init__(self, manager: Any) -> None:
+        self._manager = manager
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily("blocks_rt_socket_writes", "Event frames written to sockets, by path: "
+                                     "direct (encoded once, written at once) or queued (engine.io's queue)",
+                                     labels=["path"])
+        family.add_metric(["direct"], self._manager.fast_writes)
+        family.add_metric(["queued"], self._manager.queued_writes)
+        yield family

@@ -12,11 +12,15 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +29,37 @@ import aiohttp
 from .auth import mint_token
 from .lab import LAB_API_KEY, LAB_SECRET
 from .settings import Settings
+
+
+@contextmanager
+def private_redis() -> Iterator[str]:
+    """A redis-server of our own on a free loopback port (nothing kept on disk); yields its URL."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise FileNotFoundError("redis-server is not installed")
+    port, workdir = free_port(), tempfile.mkdtemp(prefix="blocks-rt-redis-")
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                             "--dir", workdir], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("private redis-server did not start") from None
+                time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def redis_available() -> bool:
+    """Whether a Redis can be had here: the binary for `private_redis`, or REDIS_URL."""
+    return shutil.which("redis-server") is not None or bool(os.environ.get("REDIS_URL"))
 
 
 def free_port() -> int:

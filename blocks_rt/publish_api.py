@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import hmac
-import json
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 from .bus import EventBus
@@ -19,17 +19,12 @@ def _error(status: int, code: str, message: str, **details: Any) -> web.Response
     return web.json_response({"error": {"code": code, "message": message, **details}}, status=status)
 
 
-def _depth(value: Any, limit: int) -> int:
-    """Nesting depth of parsed JSON, stopping once past `limit`."""
-    stack, deepest = [(value, 1)], 0
-    while stack:
-        node, depth = stack.pop()
-        deepest = max(deepest, depth)
-        if deepest > limit:
-            return deepest
-        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
-        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
-    return deepest
+def _deeper_than(node: Any, limit: int) -> bool:
+    """Whether parsed JSON nests more than `limit` containers deep (a call per container, not per value)."""
+    if limit <= 0:
+        return True
+    children = node.values() if type(node) is dict else node
+    return any(type(child) in (dict, list) and _deeper_than(child, limit - 1) for child in children)
 
 
 class PublishApi:
@@ -58,17 +53,22 @@ class PublishApi:
             return _error(401, "unauthorized", "missing or wrong API key")
         if request.content_length is not None and request.content_length > self._max_bytes:
             return _error(413, "too_large", f"body over {self._max_bytes} bytes")
+        chunks, size = [], 0
         try:
-            raw = await request.content.read(self._max_bytes + 1)
+            # read() returns what has arrived so far, not the whole body: read until the end or the limit
+            while chunk := await request.content.read(self._max_bytes + 1 - size):
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > self._max_bytes:
+                    return _error(413, "too_large", f"body over {self._max_bytes} bytes")
         except (ValueError, OSError):
             return _error(400, "bad_body", "could not read the request body")
-        if len(raw) > self._max_bytes:
-            return _error(413, "too_large", f"body over {self._max_bytes} bytes")
+        raw = b"".join(chunks)
         try:
-            body = json.loads(raw)
+            body = orjson.loads(raw)
         except (ValueError, RecursionError):
             return _error(400, "invalid_json", "body is not valid JSON")
-        if _depth(body, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+        if isinstance(body, dict | list) and _deeper_than(body, MAX_JSON_DEPTH):
             return _error(400, "too_deep", f"JSON nested deeper than {MAX_JSON_DEPTH}")
         items = body if isinstance(body, list) else [body]
         if not items:

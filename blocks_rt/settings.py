@@ -57,6 +57,8 @@ class Settings:
     max_publish_batch: int = 1000
     max_token_bytes: int = 8 * 1024
     compression: bool = False
+    access_log: bool = False
+    uvloop: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -107,8 +109,9 @@ class Settings:
                     values[attr] = kind(raw)
                 except ValueError as exc:
                     raise ValueError(f"BLOCKS_RT_{name}={raw!r} is not a valid {kind.__name__}") from exc
-        if get("COMPRESSION"):
-            values["compression"] = _bool(str(get("COMPRESSION")))
+        for name, attr in (("COMPRESSION", "compression"), ("ACCESS_LOG", "access_log"), ("UVLOOP", "uvloop")):
+            if get(name):
+                values[attr] = _bool(str(get(name)))
         if values.get("fanout", "rooms") not in ("rooms", "broadcast"):
             raise ValueError("BLOCKS_RT_FANOUT must be 'rooms' (default) or 'broadcast' (benchmark baseline)")
         if "*" in values.get("cors_origins", ()):  # type: ignore[operator]

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import aiohttp
-from conftest import free_port
+from blocks_rt.nodes import free_port
 
 from blocks_rt.auth import TokenVerifier
 from blocks_rt.client import BlocksClient

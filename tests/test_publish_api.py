@@ -86,6 +86,18 @@ async def test_a_list_is_accepted_and_delivered_in_order(make_lab: MakeLab) -> N
     assert [r.payload["notification"]["id"] for r in got] == ["ntf_0", "ntf_1", "ntf_2"]
 
 
+async def test_a_batch_just_under_the_size_limit_is_read_whole(make_lab: MakeLab) -> None:
+    # A large body arrives in many TCP segments: reading only the first would make valid JSON look invalid.
+    lab = await make_lab(event_rate=0)
+    ben = await lab.client("usr_ben")
+    note = envelope("notification.created", user="usr_ben")
+    note["data"]["notification"]["body"] = "x" * 800
+    batch = [note] * 900
+    assert 800_000 < len(json.dumps(batch)) < lab.settings.max_publish_bytes
+    assert await lab.publish(batch) == (202, {"accepted": 900})
+    await ben.wait_for("notification:new", count=900, timeout=20)
+
+
 # --- refused, all or nothing ---------------------------------------------------------------------------
 def bad_field(name: str, path: tuple[str, ...], value: Any, **options: Any) -> dict[str, Any]:
     item = envelope(name, **options)
