@@ -1,11 +1,11 @@
 """Multi-node benchmark: 1 vs 3 gateway nodes on real Redis, per-room fan-out vs one broadcast channel.
 
-    .venv/bin/python benchmarks/multinode.py [--clients 300] [--events 200] [--rounds 3]
+    .venv/bin/python benchmarks/multinode.py [--clients 300] [--events 200] [--targeted-events 5000] [--rounds 3]
 
 For each layout it starts real `blocks-rt serve` processes on loopback (a private redis-server), connects
 clients spread evenly over the nodes, and runs two scenarios:
   fanout    one property watched by every client; `--events` property events (one delivery per watcher)
-  targeted  one notification per event to a random connected user
+  targeted  `--targeted-events` notifications, each to a random user (each user has one socket, on one node)
 It verifies every delivery (nothing lost, duplicated or misrouted, else the run is invalid) and prints
 deliveries/s, p50/p99 latency, node CPU µs per delivery (summed over nodes, from /proc) and how many
 events the nodes decoded off Redis. Figures are medians over `--rounds`. Nothing is asserted on time.
@@ -70,7 +70,7 @@ def write_users(path: Path, count: int) -> None:
 
 
 async def run_layout(redis_url: str, users_file: Path, nodes: int, mode: str, clients: int,
-                     events: int) -> dict[str, Any]:
+                     events: dict[str, int]) -> dict[str, Any]:
     async with NodeCluster(redis_url, count=nodes, BLOCKS_RT_FANOUT=mode,
                            BLOCKS_RT_USERS_FILE=str(users_file)) as cluster:
         receivers = []
@@ -83,7 +83,7 @@ async def run_layout(redis_url: str, users_file: Path, nodes: int, mode: str, cl
             receivers.append(r)
         results = {}
         for scenario in ("fanout", "targeted"):
-            results[scenario] = await run_scenario(cluster, receivers, scenario, events)
+            results[scenario] = await run_scenario(cluster, receivers, scenario, events[scenario])
         for r in receivers:
             await r.sio.disconnect()
         return results
@@ -128,7 +128,7 @@ async def run_scenario(cluster: NodeCluster, receivers: list[Receiver], scenario
         await asyncio.sleep(0.01)
     elapsed = max(r.got[-1][2] for r in receivers if r.got) - t0
     cpu = sum(cpu_seconds(p) for p in pids) - cpu0
-    decoded = [await fanout_received(n.url) - d for n, d in zip(cluster.nodes, decoded0)]
+    decoded = [await fanout_received(n.url) - d for n, d in zip(cluster.nodes, decoded0, strict=True)]
     got = {id_of(r): [title for _, title, _ in r.got] for r in receivers}
     valid = all(got.get(k, []) == v for k, v in expected.items()) and sum(map(len, got.values())) == want
     latencies = sorted((t - sent_at[title]) * 1000 for r in receivers for _, title, t in r.got)
@@ -151,6 +151,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, default=300)
     parser.add_argument("--events", type=int, default=200)
+    parser.add_argument("--targeted-events", type=int, default=5000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", default="benchmarks/results/multinode.json")
     args = parser.parse_args()
@@ -164,11 +165,13 @@ async def main() -> None:
             for nodes, mode in layouts:
                 label = f"{nodes} node{'s' if nodes > 1 else ''}, {mode}"
                 print(f"round {round_ + 1}/{args.rounds}: {label} ...", file=sys.stderr, flush=True)
-                result = await run_layout(redis_url, users_file, nodes, mode, args.clients, args.events)
+                result = await run_layout(redis_url, users_file, nodes, mode, args.clients,
+                                          {"fanout": args.events, "targeted": args.targeted_events})
                 for scenario, figures in result.items():
                     runs.setdefault(f"{label} | {scenario}", []).append(figures)
     shutil.rmtree(workdir, ignore_errors=True)
-    print(f"\n{args.clients} clients, {args.events} events per scenario, medians of {args.rounds} rounds")
+    print(f"\n{args.clients} clients; {args.events} fan-out events, {args.targeted_events} targeted events; "
+          f"medians of {args.rounds} rounds")
     print(f"{'layout | scenario':<38} {'valid':>5} {'deliv/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
           f"{'node CPU µs/deliv':>18} {'decoded per node':>22}")
     for label, rs in runs.items():

@@ -53,7 +53,8 @@ asyncio.run(main())"
   Publish an event:
     curl -s -XPOST {url}/api/events -H 'Authorization: Bearer {settings.api_key}' \\
       -H 'content-type: application/json' \\
-      -d '{{"event":"notification.created","data":{{"userId":"usr_amira","notification":{{"id":"n1","type":"system","title":"Hello","body":"from curl"}}}}}}'
+      -d '{{"event":"notification.created","data":{{"userId":"usr_amira",\\
+          "notification":{{"id":"n1","type":"system","title":"Hello","body":"from curl"}}}}}}'
 """
 
 

@@ -12,8 +12,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
-    BeforeValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PlainSerializer,
@@ -50,8 +50,8 @@ def iso(value: object) -> str:
         raise ValueError("an ISO 8601 timestamp with a timezone is required")
     if value.utcoffset():
         value = value.astimezone(UTC)
-    return "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ" % (
-        value.year, value.month, value.day, value.hour, value.minute, value.second, value.microsecond // 1000)
+    return (f"{value.year:04d}-{value.month:02d}-{value.day:02d}T{value.hour:02d}:{value.minute:02d}:"
+            f"{value.second:02d}.{value.microsecond // 1000:03d}Z")
 
 
 def now() -> str:

@@ -66,7 +66,8 @@ DOMAIN_EXAMPLES: dict[str, ev.Model] = {
         user_id="usr_amira", portfolio=ev.Portfolio(
             total_invested=Decimal(2000), total_value=Decimal("2062.5"), total_roi=3.13, total_earnings=Decimal("62.5"),
             monthly_income=Decimal("62.5"),
-            change=ev.PortfolioChange(field="totalEarnings", amount=Decimal("62.5"), percentage=3.13)), timestamp=STAMP),
+            change=ev.PortfolioChange(field="totalEarnings", amount=Decimal("62.5"), percentage=3.13)),
+        timestamp=STAMP),
     "announcement.published": ev.AnnouncementNew(
         announcement=ev.Announcement(id="ann_000001", title="Scheduled maintenance",
                                      body="The app is read-only on Sunday from 02:00 to 03:00 UTC."), timestamp=STAMP),

@@ -96,11 +96,16 @@ class RedisFanout:
     async def join(self, stream: str) -> None:
         """A local socket joined `stream`: make sure this node receives its events (confirmed by Redis)."""
         self._hosted[stream] = self._hosted.get(stream, 0) + 1
-        if self._hosted[stream] == 1:
+        if self._hosted[stream] > 1:
+            return
+        try:
             if self._per_room:
                 await self._subscribe(self._channel(stream))
             head = await self._log.head(stream)
-            self._last.setdefault(stream, parse_event_id(head))
+        except BaseException:
+            del self._hosted[stream]  # not hosted after all: a later join subscribes again
+            raise
+        self._last.setdefault(stream, parse_event_id(head))
 
     async def leave(self, stream: str) -> None:
         count = self._hosted.get(stream, 0) - 1

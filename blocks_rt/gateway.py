@@ -74,8 +74,13 @@ class Gateway:
             engineio_logger=False,
         )
         fastpath.install(self.sio, compress=settings.compression)
-        metrics.watch_writes(self.sio.manager)
         self.delivery = LocalDelivery(self.sio, metrics, settings.event_rate)
+        manager, pacer = self.sio.manager, self.delivery.pacer
+        metrics.watch("blocks_rt_socket_writes", "Event frames written to sockets, by path: direct (encoded once, "
+                      "written at once) or queued (engine.io's queue)",
+                      lambda: {"direct": manager.fast_writes, "queued": manager.queued_writes}, label="path")
+        metrics.watch("blocks_rt_events_coalesced", "State events superseded by a newer one under the rate limit",
+                      lambda: {"": pacer.coalesced})
         self.room_host: RoomHost = LocalFanout(self.delivery.deliver)
         self.cluster: ClusterPresence | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -123,7 +128,8 @@ class Gateway:
         for stream in over:
             del readable[stream]
         streams = list(dict.fromkeys(automatic_rooms(user) + list(readable)))
-        info = SocketInfo(sid=sid, user_id=user.id, token_expires_at=claims_exp, fixed_rooms=tuple(automatic_rooms(user)),
+        info = SocketInfo(sid=sid, user_id=user.id, token_expires_at=claims_exp,
+                          fixed_rooms=tuple(automatic_rooms(user)),
                           budget=ClientBudget(self.settings.client_budget_per_s, self.settings.client_budget_burst))
         for stream in streams:
             kind = room_kind(stream)
@@ -135,8 +141,19 @@ class Gateway:
         if self.cluster is not None:
             self.cluster.changed(user.id, +1)
         self.delivery.hold(sid, streams)
-        for stream in streams:
-            await self._join(sid, stream)
+        joined: set[str] = set()
+        try:
+            for stream in streams:
+                await self._join(sid, stream)
+                joined.add(stream)
+        except Exception:  # the fan-out (Redis) is unreachable: refuse rather than accept a deaf socket
+            log.exception("joining the rooms of %s failed", sid)
+            info.fixed_rooms = tuple(r for r in info.fixed_rooms if r in joined)
+            info.properties &= joined
+            info.organizations &= joined
+            await self._forget(sid)
+            self.metrics.connects_refused.labels(ServiceUnavailable.code).inc()
+            raise socketio.exceptions.ConnectionRefusedError(AUTH_FAILED, {"code": ServiceUnavailable.code}) from None
         self._schedule_expiry(info)
         self._gauges()
         self._spawn(self._welcome(sid, user, streams, readable, refused + over))
@@ -213,16 +230,24 @@ class Gateway:
         await self.room_host.leave(room)
 
     async def _on_disconnect(self, sid: str, reason: Any = None) -> None:
+        await self._forget(sid)
+        self._gauges()
+
+    async def _forget(self, sid: str) -> None:
+        """Undo what a connect set up for `sid`: presence, holds, timers, hosted rooms."""
         info = self.presence.remove(sid)
         self.delivery.drop(sid)
-        if info is not None:
-            for handle in info.timers:
-                handle.cancel()
-            if self.cluster is not None:
-                self.cluster.changed(info.user_id, -1)
-            for room in info.rooms():
+        if info is None:
+            return
+        for handle in info.timers:
+            handle.cancel()
+        if self.cluster is not None:
+            self.cluster.changed(info.user_id, -1)
+        for room in info.rooms():
+            try:
                 await self.room_host.leave(room)
-        self._gauges()
+            except Exception:  # an unreachable Redis drops the subscription with the connection anyway
+                log.warning("leaving %s failed", room)
 
     async def end_session(self, sid: str, reason: msg.SessionEndReason, message: str) -> None:
         """Tell the socket why, then disconnect it (eviction, expiry, abuse, shutdown, unavailable); once."""

@@ -16,7 +16,7 @@ import asyncio
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Self, cast
 
 import aiohttp
 from aiohttp import web
@@ -126,7 +126,8 @@ class Lab:
 
         return list(await asyncio.gather(*(one(u, n) for u in user_ids for n in range(1, per_user + 1))))
 
-    async def publish(self, events: list[dict[str, Any]] | dict[str, Any], api_key: str | None = None) -> tuple[int, Any]:
+    async def publish(self, events: list[dict[str, Any]] | dict[str, Any],
+                      api_key: str | None = None) -> tuple[int, Any]:
         """POST to the publish API as a backend would; returns (status, body)."""
         key = self.settings.api_key if api_key is None else api_key
         async with (aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http,
@@ -170,8 +171,8 @@ class Lab:
         import pandas as pd
 
         columns = [e for e in _EVENT_ORDER if e not in _SESSION_EVENTS]
-        table = pd.DataFrame.from_dict({name: {e: len(c.events(e)) for e in columns} for name, c in self.clients.items()},
-                                       orient="index", columns=columns)
+        counts = {name: {e: len(c.events(e)) for e in columns} for name, c in self.clients.items()}
+        table = pd.DataFrame.from_dict(counts, orient="index", columns=columns)
         table = table.loc[:, table.sum() > 0]
         table.index.name = "client"
         return table
@@ -181,7 +182,7 @@ class Lab:
         grouped = self.deliveries().dropna(subset=["latency_ms"]).groupby("event").latency_ms
         table = grouped.agg(deliveries="count", p50=lambda s: s.quantile(0.5), p90=lambda s: s.quantile(0.9),
                             p99=lambda s: s.quantile(0.99), max="max")
-        return table.round(1)
+        return cast("pd.DataFrame", table.round(1))
 
     def plot_latency(self, title: str = "publish → receive latency per event") -> Any:
         """A box plot of latency (ms) per wire event, with its delivery count; returns the matplotlib Axes."""

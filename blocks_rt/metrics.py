@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from typing import Any
-
-from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, Metric
@@ -30,8 +29,6 @@ class Metrics:
                                 registry=r)
         self.resyncs = Counter("blocks_rt_resync_required_total", "Streams that could not be resumed",
                                ["reason"], registry=r)
-        self.coalesced = Counter("blocks_rt_events_coalesced_total",
-                                 "State events superseded by a newer one under the rate limit", registry=r)
         self.latency = Histogram("blocks_rt_delivery_latency_seconds",
                                  "From publish to emit, per delivery to a room", ["event"],
                                  buckets=LATENCY_BUCKETS, registry=r)
@@ -40,9 +37,9 @@ class Metrics:
         self.client_messages = Counter("blocks_rt_client_messages_total", "Client events by outcome",
                                        ["event", "outcome"], registry=r)
 
-    def watch_writes(self, manager: Any) -> None:
-        """Expose the fan-out fast path's write counts (read at scrape time, not counted twice)."""
-        self.registry.register(_WritesCollector(manager))
+    def watch(self, name: str, documentation: str, read: Callable[[], dict[str, float]], label: str = "") -> None:
+        """A counter kept by another object (the fast path, the pacer), read at scrape time."""
+        self.registry.register(_Read(name, documentation, label, read))
 
     def child(self, metric: Any, label: str) -> Any:
         """`metric.labels(label)`, looked up once: prometheus-client's lookup costs more than the increment."""
@@ -56,14 +53,16 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-class _WritesCollector:
-    def __init__(self, manager: Any) -> None:
-        self._manager = manager
+class _Read:
+    """A counter whose value lives elsewhere, read when Prometheus scrapes."""
+
+    def __init__(self, name: str, documentation: str, label: str, read: Callable[[], dict[str, float]]) -> None:
+        self._args = (name, documentation)
+        self._label = label
+        self._read = read
 
     def collect(self) -> Iterator[Metric]:
-        family = CounterMetricFamily("blocks_rt_socket_writes", "Event frames written to sockets, by path: "
-                                     "direct (encoded once, written at once) or queued (engine.io's queue)",
-                                     labels=["path"])
-        family.add_metric(["direct"], self._manager.fast_writes)
-        family.add_metric(["queued"], self._manager.queued_writes)
+        family = CounterMetricFamily(*self._args, labels=[self._label] if self._label else None)
+        for value, count in self._read().items():
+            family.add_metric([value] if self._label else [], count)
         yield family

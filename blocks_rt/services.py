@@ -47,7 +47,8 @@ class Services:
             raise BusinessRuleError(f"no wallet for user {user_id!r}", code="unknown_wallet")
         return wallet
 
-    def _balance_event(self, user_id: str, amount: Decimal, kind: Literal["deposit", "withdrawal", "reward", "investment"],
+    def _balance_event(self, user_id: str, amount: Decimal,
+                       kind: Literal["deposit", "withdrawal", "reward", "investment"],
                        transaction_id: str) -> tuple[str, ev.Model]:
         w = self.store.wallet(user_id)
         total = w.usdc + w.locked + self.store.portfolio_value(user_id)
@@ -223,5 +224,6 @@ class Services:
         percentage = float(amount / base * 100) if base else 0.0
         return "portfolio.updated", ev.PortfolioUpdated(user_id=user_id, portfolio=ev.Portfolio(
             total_invested=invested, total_value=self.store.portfolio_value(user_id) + earnings,
-            total_roi=round(roi, 4), total_earnings=earnings, monthly_income=(earnings / 12).quantize(Decimal("0.000001")),
+            total_roi=round(roi, 4), total_earnings=earnings,
+            monthly_income=(earnings / 12).quantize(Decimal("0.000001")),
             change=ev.PortfolioChange(field=changed, amount=amount, percentage=round(percentage, 4))))

@@ -12,11 +12,11 @@ import time
 from pathlib import Path
 
 import aiohttp
-from blocks_rt.nodes import free_port
 
 from blocks_rt.auth import TokenVerifier
 from blocks_rt.client import BlocksClient
 from blocks_rt.lab import LAB_SECRET
+from blocks_rt.nodes import free_port
 from blocks_rt.settings import Settings
 
 CLI = str(Path(sys.executable).parent / "blocks-rt")

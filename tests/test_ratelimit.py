@@ -154,6 +154,8 @@ async def test_200_balance_updates_in_a_second_end_on_the_last_one(make_lab: Mak
     assert got[-1] == 200 and got == sorted(got)
     assert len(got) <= 10 * elapsed + 2, (len(got), elapsed)  # one per 100 ms window, plus the trailing one
     assert len(await lab.blocks.log.read_after("user:usr_amira", start)) == 200  # coalesced, yet all logged
+    metrics = lab.blocks.metrics.exposition().decode()
+    assert f"blocks_rt_events_coalesced_total {200.0 - len(got)}" in metrics  # operators see the coalescing
     print(f"200 balances over {elapsed:.2f} s → {len(got)} sent")
 
 

@@ -90,7 +90,7 @@ async def test_a_cut_in_a_burst_loses_nothing_and_repeats_nothing(make_lab: Make
         expected = await logged_after(lab, start)
         assert sum(map(len, expected.values())) >= 500
         await wait_for_all(amira, since, expected)
-        await amira.wait_until(lambda: amira.state == "connected" and len(amira.events("connected")) > connects)
+        await amira.wait_until(lambda n=connects: amira.state == "connected" and len(amira.events("connected")) > n)
         reconnects += len(amira.events("connected")) - connects
         got = delivered(amira.received[since:])
         assert got == expected  # exactly these ids, each once, in log order

@@ -230,7 +230,10 @@ async def test_token_from_anywhere_but_auth_or_bearer_is_ignored(gw: Lab, auth: 
                                                                  query: str, code: str) -> None:
     """A valid token for the attacker in the query string, cookies or a non-Bearer header never authenticates."""
     valid, forged = gw.token(ATTACKER), hs_token(HS, claims(sub=ATTACKER), b"x" * 40)
-    swap = lambda text: text.replace("VALID", valid).replace("FORGED", forged)
+
+    def swap(text: str) -> str:
+        return text.replace("VALID", valid).replace("FORGED", forged)
+
     raw = await RawSocket.open(gw.url, headers={k: swap(v) for k, v in headers.items()}, query=swap(query))
     await assert_refused(raw, await raw.connect(json.loads(swap(json.dumps(auth))) if auth is not None else None),
                          code)
