@@ -1,0 +1,42 @@
+"""The quickstart's plain install (no extras) runs the gateway: nothing in its path imports a dev-only package."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+from blocks_rt.lab import LAB_API_KEY, LAB_SECRET
+
+# Packages that only the extras bring (redis, notebooks, dev).
+EXTRAS_ONLY = ("redis", "pandas", "matplotlib", "jsonschema", "hypothesis", "nbval", "nbclient", "pytest", "IPython")
+
+
+def test_the_cli_and_the_app_need_no_extra_package() -> None:
+    script = textwrap.dedent(f"""
+        import asyncio, importlib.abc, sys
+
+        class NoExtras(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in {EXTRAS_ONLY!r}:
+                    raise ImportError("extras-only package imported: " + name)
+
+        sys.meta_path.insert(0, NoExtras())
+        from blocks_rt.cli import main
+        from blocks_rt.app import create_app
+        from blocks_rt.settings import Settings
+        main(["token", "usr_amira"])
+        main(["spec", "asyncapi", "-o", "/dev/null"])
+
+        async def start():
+            from aiohttp import web
+            runner = web.AppRunner(create_app(Settings(jwt_secret={LAB_SECRET!r}, api_key={LAB_API_KEY!r})))
+            await runner.setup()
+            await runner.cleanup()
+
+        asyncio.run(start())
+    """)
+    env = {"BLOCKS_RT_JWT_SECRET": LAB_SECRET, "PATH": "/usr/bin:/bin"}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count(".") >= 2  # the token came out
