@@ -112,7 +112,7 @@ async def _cluster(settings: Settings, blocks: Blocks) -> AsyncIterator[None]:
     gateway = blocks.gateway
     try:
         fanout = RedisFanout(client, keys, gateway.delivery.deliver, blocks.log, blocks.metrics,
-                             per_room=settings.fanout == "rooms")
+                             on_gap=gateway.resync_room, per_room=settings.fanout == "rooms")
         async with fanout, ClusterPresence(client, keys, node_id) as cluster:
             blocks.fanout = gateway.room_host = fanout
             gateway.cluster = cluster

@@ -8,9 +8,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
-from .eventlog import LoggedEvent
+from .eventlog import LoggedEvent, ResyncReason
 
 Deliver = Callable[[Sequence[LoggedEvent]], Awaitable[None]]
+Gap = Callable[[str, ResyncReason], Awaitable[None]]
+"""Tell a room's sockets that its stream has a gap nobody can replay (they resync)."""
 
 
 class Fanout(Protocol):

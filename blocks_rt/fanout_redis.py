@@ -24,7 +24,7 @@ from redis.exceptions import RedisError
 
 from .errors import ServiceUnavailable
 from .eventlog import EventLog, LoggedEvent, Position, ResyncRequired, parse_event_id
-from .fanout import Deliver
+from .fanout import Deliver, Gap
 from .keys import Keys
 from .metrics import Metrics
 
@@ -46,8 +46,9 @@ class RedisFanout:
     """Publish logged events to their room's channel; deliver locally what arrives for hosted rooms."""
 
     def __init__(self, redis: aioredis.Redis, keys: Keys, deliver: Deliver, log_: EventLog, metrics: Metrics, *,
-                 per_room: bool = True) -> None:
+                 on_gap: Gap, per_room: bool = True) -> None:
         self._redis = redis
+        self._on_gap = on_gap
         self._metrics = metrics
         self._per_room = per_room
         self._keys = keys
@@ -70,6 +71,7 @@ class RedisFanout:
             await self._subscribe(self._keys.broadcast_channel)
         self._listener = asyncio.create_task(self._listen())
         await self._check()
+        self.healthy = True
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -179,13 +181,17 @@ class RedisFanout:
             for item in held:
                 await self._accept(item)
         self._held = None
+        self.healthy = True  # only now: until the catch-up is done, /healthz says this node is not whole
 
     async def _catch_up(self) -> None:
         for stream, (epoch, position) in list(self._last.items()):
             try:
                 missed = await self._log.read_after(stream, f"{epoch}:{position}")
             except ResyncRequired as exc:
+                # The log itself was lost with Redis: the room's sockets must refetch, and hear it now.
                 log.error("cannot catch up %s after a Redis outage: %s", stream, exc.reason)
+                self._last.pop(stream, None)
+                await self._on_gap(stream, exc.reason)
                 continue
             for item in missed:
                 await self._accept(item)
@@ -195,7 +201,6 @@ class RedisFanout:
         self._probe = asyncio.get_running_loop().create_future()
         await self._redis.publish(self._probe_channel, "probe")
         await asyncio.wait_for(asyncio.shield(self._probe), timeout)
-        self.healthy = True
 
     async def _handle(self, message: dict[str, Any]) -> None:
         channel = message["channel"].decode() if isinstance(message["channel"], bytes) else message["channel"]

@@ -23,7 +23,7 @@ from .auth import AUTH_FAILED, TokenVerifier, token_from_handshake
 from .delivery import LocalDelivery
 from .directory import UserDirectory
 from .errors import AuthError, BlocksError, ClientRequestError, ServiceUnavailable
-from .eventlog import EventLog, Position, ResyncRequired, parse_event_id
+from .eventlog import EventLog, Position, ResyncReason, ResyncRequired, parse_event_id
 from .events import Connected, Model
 from .fanout import LocalFanout, RoomHost
 from .metrics import Metrics
@@ -217,6 +217,12 @@ class Gateway:
             await self.end_session(sid, "unavailable", "could not resume your streams; reconnect")
             return
         await self.delivery.release(sid, replayed_upto)
+
+    async def resync_room(self, stream: str, reason: ResyncReason) -> None:
+        """Every socket of `stream` on this node: its history is gone, refetch over REST."""
+        self.metrics.resyncs.labels(reason).inc()
+        await self.sio.emit("stream:resync_required", msg.StreamResyncRequired(stream=stream, reason=reason).wire(),
+                            room=stream, namespace=NAMESPACE)
 
     async def _send(self, sid: str, event: str, payload: Model) -> None:
         await self.sio.emit(event, payload.wire(), to=sid, namespace=NAMESPACE)

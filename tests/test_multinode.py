@@ -220,4 +220,9 @@ async def test_redis_outage_is_reported_refused_and_recovered(own_redis: tuple[i
         assert (await node.publish(notification("usr_hugo", 2)))[0] == 202
         [got] = await client.wait_for("notification:new", timeout=10)
         assert got.payload["notification"]["title"] == "note 2"  # the listener is not deaf
+        # Redis kept nothing: the log the client could resume from is gone, and it was told so before any new event
+        resync_events = await client.wait_for("stream:resync_required", count=2, timeout=10)
+        resyncs = {r.payload["stream"]: r.payload["reason"] for r in resync_events}
+        assert client.received.index(resync_events[-1]) < client.received.index(got)
+        assert resyncs == {"user:usr_hugo": "epoch_changed", "announcements": "epoch_changed"}
         await client.disconnect()
