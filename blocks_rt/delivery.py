@@ -81,7 +81,7 @@ class LocalDelivery:
         m.child(m.latency, item.event).observe(max(0.0, time.time() - item.logged_at))
 
     async def emit_to_socket(self, sid: str, item: LoggedEvent) -> None:
-        await self._sio.emit(item.event, item.payload, to=sid, namespace=NAMESPACE)
+        await self._sio.manager.emit(item.event, item.payload, NAMESPACE, room=sid)
 
     def hold(self, sid: str, streams: Sequence[str]) -> None:
         """Buffer live events of `streams` for `sid` until `release` (call before joining the rooms)."""

@@ -52,6 +52,8 @@ class Gateway:
         self.metrics = metrics
         self.verifier = TokenVerifier(settings)
         self.presence = Presence()
+        metrics.sockets.set_function(lambda: self.presence.socket_count)
+        metrics.users.set_function(lambda: self.presence.user_count)
         allowed = frozenset(settings.cors_origins)
         self.sio = GatewayServer(
             client_events=msg.CLIENT_EVENTS,
@@ -155,7 +157,6 @@ class Gateway:
             self.metrics.connects_refused.labels(ServiceUnavailable.code).inc()
             raise socketio.exceptions.ConnectionRefusedError(AUTH_FAILED, {"code": ServiceUnavailable.code}) from None
         self._schedule_expiry(info)
-        self._gauges()
         self._spawn(self._welcome(sid, user, streams, readable, refused + over))
 
     async def _authenticate(self, environ: dict[str, Any], auth: Any) -> tuple[User, float, dict[str, str]]:
@@ -237,7 +238,6 @@ class Gateway:
 
     async def _on_disconnect(self, sid: str, reason: Any = None) -> None:
         await self._forget(sid)
-        self._gauges()
 
     async def _forget(self, sid: str) -> None:
         """Undo what a connect set up for `sid`: presence, holds, timers, hosted rooms."""
@@ -245,8 +245,8 @@ class Gateway:
         self.delivery.drop(sid)
         if info is None:
             return
-        for handle in info.timers:
-            handle.cancel()
+        if info.timer is not None:
+            info.timer.cancel()
         if self.cluster is not None:
             self.cluster.changed(info.user_id, -1)
         for room in info.rooms():
@@ -264,24 +264,19 @@ class Gateway:
         await self._send(sid, "session:ended", msg.SessionEnded(reason=reason, message=message))
         await self.sio.disconnect(sid, namespace=NAMESPACE)
 
-    def _gauges(self) -> None:
-        self.metrics.sockets.set(self.presence.socket_count)
-        self.metrics.users.set(self.presence.user_count)
-
     # --- token expiry during a session ----------------------------------------------------------------
     def _schedule_expiry(self, info: SocketInfo) -> None:
-        for handle in info.timers:
-            handle.cancel()
-        loop = asyncio.get_running_loop()
+        if info.timer is not None:
+            info.timer.cancel()
         delay = max(0.0, info.token_expires_at - time.time())
-        info.timers = [loop.call_later(delay, self._on_token_expired, info.sid)]
+        info.timer = asyncio.get_running_loop().call_later(delay, self._on_token_expired, info.sid)
 
     def _on_token_expired(self, sid: str) -> None:
         info = self.presence.get(sid)
         if info is None:
             return
         grace = self.settings.token_refresh_grace_s
-        info.timers = [asyncio.get_running_loop().call_later(grace, self._on_grace_over, sid)]
+        info.timer = asyncio.get_running_loop().call_later(grace, self._on_grace_over, sid)
         self._spawn(self._send(sid, "auth:expired", msg.AuthExpired(grace_seconds=grace,
                                                                     message="send auth:refresh")))
 

@@ -25,6 +25,7 @@ from .app import BLOCKS, Blocks, create_app
 from .auth import mint_token
 from .client import CONTROL_EVENTS, BlocksClient
 from .events import WIRE_EVENTS
+from .services import Services
 from .settings import Settings
 
 if TYPE_CHECKING:
@@ -53,6 +54,14 @@ def masked(payload: Any) -> Any:
 def lab_settings(**overrides: Any) -> Settings:
     """Settings for a lab gateway: fixed demo secrets, loopback, a free port, the demo data."""
     return Settings(jwt_secret=LAB_SECRET, api_key=LAB_API_KEY, host="127.0.0.1", port=0).with_(**overrides)
+
+
+async def publish(url: str, api_key: str | None, events: list[dict[str, Any]] | dict[str, Any]) -> tuple[int, Any]:
+    """POST `events` to a gateway's publish API as a backend would; returns (status, body)."""
+    headers = {"Authorization": f"Bearer {api_key}"}
+    async with (aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http,
+                http.post(f"{url}/api/events", json=events, headers=headers) as response):
+        return response.status, await response.json(content_type=None)
 
 
 class Lab:
@@ -87,7 +96,7 @@ class Lab:
         return self.app[BLOCKS]
 
     @property
-    def services(self) -> Any:
+    def services(self) -> Services:
         return self.blocks.services
 
     def token(self, user_id: str, ttl_s: float = 3600, **claims: Any) -> str:
@@ -129,11 +138,7 @@ class Lab:
     async def publish(self, events: list[dict[str, Any]] | dict[str, Any],
                       api_key: str | None = None) -> tuple[int, Any]:
         """POST to the publish API as a backend would; returns (status, body)."""
-        key = self.settings.api_key if api_key is None else api_key
-        async with (aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http,
-                    http.post(f"{self.url}/api/events", json=events,
-                              headers={"Authorization": f"Bearer {key}"}) as response):
-            return response.status, await response.json(content_type=None)
+        return await publish(self.url, self.settings.api_key if api_key is None else api_key, events)
 
     async def settle(self, seconds: float = 0.2) -> None:
         """Give in-flight deliveries time to land (paced events take longer: wait for them instead)."""

@@ -27,17 +27,17 @@ from typing import Any
 import aiohttp
 
 from .auth import mint_token
-from .lab import LAB_API_KEY, LAB_SECRET
+from .lab import LAB_API_KEY, LAB_SECRET, publish
 from .settings import Settings
 
 
 @contextmanager
-def private_redis() -> Iterator[str]:
-    """A redis-server of our own on a free loopback port (nothing kept on disk); yields its URL."""
+def private_redis(port: int | None = None) -> Iterator[str]:
+    """A redis-server of our own on a loopback port (free, or `port` to restart one); nothing kept on disk."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise FileNotFoundError("redis-server is not installed")
-    port, workdir = free_port(), tempfile.mkdtemp(prefix="blocks-rt-redis-")
+    port, workdir = port or free_port(), tempfile.mkdtemp(prefix="blocks-rt-redis-")
     proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                              "--dir", workdir], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -129,10 +129,7 @@ class Node:
                 return response.status, text
 
     async def publish(self, events: list[dict[str, Any]] | dict[str, Any]) -> tuple[int, Any]:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
-            async with http.post(f"{self.url}/api/events", json=events,
-                                 headers={"Authorization": f"Bearer {self.env['BLOCKS_RT_API_KEY']}"}) as response:
-                return response.status, await response.json(content_type=None)
+        return await publish(self.url, self.env["BLOCKS_RT_API_KEY"], events)
 
 
 class NodeCluster:

@@ -16,7 +16,7 @@ class SocketInfo:
     budget: ClientBudget
     properties: set[str] = field(default_factory=set)
     organizations: set[str] = field(default_factory=set)
-    timers: list[asyncio.TimerHandle] = field(default_factory=list)
+    timer: asyncio.TimerHandle | None = None  # token expiry, then the refresh grace period
     fixed_rooms: tuple[str, ...] = ()
     ending: bool = False
 
@@ -57,9 +57,6 @@ class Presence:
 
     def user_socket_count(self, user_id: str) -> int:
         return len(self._by_user.get(user_id, ()))
-
-    def is_user_connected(self, user_id: str) -> bool:
-        return user_id in self._by_user
 
     @property
     def socket_count(self) -> int:

@@ -82,6 +82,3 @@ class ClusterPresence:
                 pipe.hget(self._keys.node_presence(node), user_id)
             counts = await pipe.execute()
         return sum(int(c) for c in counts if c is not None)
-
-    async def is_user_connected(self, user_id: str) -> bool:
-        return await self.user_socket_count(user_id) > 0
