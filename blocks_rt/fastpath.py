@@ -2,86 +2,31 @@
 
 Stock python-socketio spends most of a fan-out on per-recipient machinery: a task per recipient in
 `AsyncManager.emit`, then a queue put and a wake-up of python-engineio's per-socket writer task (with a
-timer per wake-up), then a websocket frame built per socket. Here, for a recipient on the websocket
-transport whose send queue is empty and whose writer is not mid-send, the ready frame goes straight to
-its transport: nothing queued ahead of it, so per-socket order holds. Every other recipient (polling,
-something pending, a slow reader whose transport is paused, an upgrade in progress) takes the stock
-queue, which keeps its ordering and back-pressure. Hooks on top of python-socketio/engineio, not a fork:
-a client manager, and the aiohttp websocket wrapper engineio uses.
+timer per wake-up), then a websocket frame built per socket. Here the packet and its frame are built
+once, and every idle recipient (see `enginesocket.LeanSocket`: on the websocket transport, nothing queued
+or in flight, transport not paused) gets the same bytes written straight to its transport; every other
+recipient (polling, something pending, a slow reader, an upgrade in progress) takes its send queue, which
+keeps its ordering and back-pressure. A client manager on top of python-socketio, not a fork.
 """
 
 from __future__ import annotations
 
-import struct
 from typing import Any
 
 import orjson
 import socketio
-from aiohttp.web import WebSocketResponse
 from engineio import packet as eio_packet
-from engineio.async_drivers.aiohttp import WebSocket as EngineWebSocket
 
-_TEXT = 0x81  # FIN + text opcode
-
-
-def text_frame(payload: bytes) -> bytes:
-    """An unmasked (server → client) websocket text frame."""
-    n = len(payload)
-    if n < 126:
-        header = struct.pack("!BB", _TEXT, n)
-    elif n < 65536:
-        header = struct.pack("!BBH", _TEXT, 126, n)
-    else:
-        header = struct.pack("!BBQ", _TEXT, 127, n)
-    return header + payload
-
-
-class FastWebSocket(EngineWebSocket):  # type: ignore[misc]
-    """engineio's aiohttp websocket, with compression as configured and a direct-write door."""
-
-    compress = False
-
-    def __init__(self, handler: Any, server: Any) -> None:
-        super().__init__(handler, server)
-        self.busy = False
-        # The engine.io socket this websocket serves, so the manager can find it from the socket.
-        handler.__self__.fast_ws = self
-
-    async def __call__(self, environ: dict[str, Any]) -> WebSocketResponse:
-        request = environ["aiohttp.request"]
-        self._sock = WebSocketResponse(max_msg_size=self.server.max_http_buffer_size, compress=self.compress)
-        await self._sock.prepare(request)
-        self.environ = environ
-        await self.handler(self)
-        return self._sock
-
-    async def send(self, message: str | bytes) -> None:
-        self.busy = True
-        try:
-            await super().send(message)
-        finally:
-            self.busy = False
-
-    def try_write(self, frame: bytes) -> bool:
-        """Write `frame` now if nothing of this socket is in flight and its transport takes data."""
-        sock = self._sock
-        if self.busy or sock is None or sock.closed or sock.compress:
-            return False
-        writer = sock._writer  # aiohttp internals, pinned by the dependency range
-        if writer is None or writer.transport is None:
-            return False
-        transport = writer.transport
-        if transport.is_closing() or writer.protocol._paused:
-            return False
-        transport.write(frame)
-        return True
+from .enginesocket import FastWebSocket, text_frame
 
 
 class FastManager(socketio.AsyncManager):  # type: ignore[misc]
     """A client manager whose emits encode once and skip the queue for idle websocket recipients.
 
     It also indexes each socket's rooms: the stock manager finds them by scanning every room of the
-    namespace, so with one room per user each disconnect cost grows with the number of users online.
+    namespace, so with one room per user each disconnect cost grows with the number of users online. And
+    it keeps no room per socket id (stock keeps one, a bidict per connection): an emit to a socket id is
+    looked up in the namespace's socket map.
     """
 
     def __init__(self) -> None:
@@ -91,8 +36,17 @@ class FastManager(socketio.AsyncManager):  # type: ignore[misc]
         self._rooms_of: dict[tuple[str, str], set[Any]] = {}
 
     def basic_enter_room(self, sid: str, namespace: str, room: Any, eio_sid: str | None = None) -> None:
+        if room == sid:  # each socket's own room is answered from the namespace's socket map (saves a bidict)
+            return
         super().basic_enter_room(sid, namespace, room, eio_sid=eio_sid)
         self._rooms_of.setdefault((namespace, sid), set()).add(room)
+
+    def get_participants(self, namespace: str, room: Any) -> Any:
+        if isinstance(room, str) and room not in self.rooms.get(namespace, ()):
+            eio_sid = self.eio_sid_from_sid(room, namespace)
+            if eio_sid is not None:
+                return iter(((room, eio_sid),))
+        return super().get_participants(namespace, room)
 
     def basic_leave_room(self, sid: str, namespace: str, room: Any) -> None:
         super().basic_leave_room(sid, namespace, room)
@@ -137,9 +91,7 @@ class FastManager(socketio.AsyncManager):  # type: ignore[misc]
             if sid in skip:
                 continue
             s = sockets.get(eio_sid)
-            ws = getattr(s, "fast_ws", None)
-            if (ws is not None and s.upgraded and not s.upgrading and not s.closing and s.queue.empty()
-                    and ws.try_write(frame)):
+            if s is not None and s.try_write(frame):
                 self.fast_writes += 1
             else:
                 self.queued_writes += 1

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 from . import fastpath
 from . import messages as msg
 from .auth import AUTH_FAILED, TokenVerifier, token_from_handshake
+from .deadlines import Deadlines
 from .delivery import LocalDelivery
 from .directory import UserDirectory
 from .errors import AuthError, BlocksError, ClientRequestError, ServiceUnavailable
@@ -52,6 +53,7 @@ class Gateway:
         self.metrics = metrics
         self.verifier = TokenVerifier(settings)
         self.presence = Presence()
+        self.deadlines = Deadlines()  # token expiry of every socket
         metrics.sockets.set_function(lambda: self.presence.socket_count)
         metrics.users.set_function(lambda: self.presence.user_count)
         allowed = frozenset(settings.cors_origins)
@@ -130,15 +132,10 @@ class Gateway:
         for stream in over:
             del readable[stream]
         streams = list(dict.fromkeys(automatic_rooms(user) + list(readable)))
-        info = SocketInfo(sid=sid, user_id=user.id, token_expires_at=claims_exp,
-                          fixed_rooms=tuple(automatic_rooms(user)),
+        fixed_rooms = tuple(automatic_rooms(user))
+        info = SocketInfo(sid=sid, user_id=user.id, token_expires_at=claims_exp, fixed_rooms=fixed_rooms,
+                          subscriptions=frozenset(streams) - frozenset(fixed_rooms),
                           budget=ClientBudget(self.settings.client_budget_per_s, self.settings.client_budget_burst))
-        for stream in streams:
-            kind = room_kind(stream)
-            if kind == "property":
-                info.properties.add(stream)
-            elif kind == "organization":
-                info.organizations.add(stream)
         self.presence.add(info)
         if self.cluster is not None:
             self.cluster.changed(user.id, +1)
@@ -151,8 +148,7 @@ class Gateway:
         except Exception:  # the fan-out (Redis) is unreachable: refuse rather than accept a deaf socket
             log.exception("joining the rooms of %s failed", sid)
             info.fixed_rooms = tuple(r for r in info.fixed_rooms if r in joined)
-            info.properties &= joined
-            info.organizations &= joined
+            info.subscriptions &= joined
             await self._forget(sid)
             self.metrics.connects_refused.labels(ServiceUnavailable.code).inc()
             raise socketio.exceptions.ConnectionRefusedError(AUTH_FAILED, {"code": ServiceUnavailable.code}) from None
@@ -269,14 +265,14 @@ class Gateway:
         if info.timer is not None:
             info.timer.cancel()
         delay = max(0.0, info.token_expires_at - time.time())
-        info.timer = asyncio.get_running_loop().call_later(delay, self._on_token_expired, info.sid)
+        info.timer = self.deadlines.call_later(delay, self._on_token_expired, info.sid)
 
     def _on_token_expired(self, sid: str) -> None:
         info = self.presence.get(sid)
         if info is None:
             return
         grace = self.settings.token_refresh_grace_s
-        info.timer = asyncio.get_running_loop().call_later(grace, self._on_grace_over, sid)
+        info.timer = self.deadlines.call_later(grace, self._on_grace_over, sid)
         self._spawn(self._send(sid, "auth:expired", msg.AuthExpired(grace_seconds=grace,
                                                                     message="send auth:refresh")))
 
@@ -307,17 +303,18 @@ class Gateway:
 
     async def _subscribe_property(self, info: SocketInfo, request: msg.SubscribeProperty) -> dict[str, Any]:
         room = property_room(request.property_id)
-        if room not in info.properties and len(info.properties) >= self.settings.max_subscriptions_per_socket:
+        limit = self.settings.max_subscriptions_per_socket
+        if room not in info.subscriptions and info.subscribed("property") >= limit:
             raise ClientRequestError("too many property subscriptions", code="subscription_limit",
-                                     limit=self.settings.max_subscriptions_per_socket)
-        offset = await self._subscribe(info, info.properties, room)
+                                     limit=limit)
+        offset = await self._subscribe(info, room)
         latest = await self.log.latest(room, "property:funding_updated")
         funding = latest.payload["property"] if latest else None
         return msg.SubscribeAck(room=room, funding=funding, offset=offset).wire()
 
     async def _unsubscribe_property(self, info: SocketInfo, request: msg.SubscribeProperty) -> dict[str, Any]:
         room = property_room(request.property_id)
-        await self._unsubscribe(info, info.properties, room)
+        await self._unsubscribe(info, room)
         return msg.SubscribeAck(room=room).wire()
 
     async def _subscribe_organization(self, info: SocketInfo, request: msg.SubscribeOrganization) -> dict[str, Any]:
@@ -325,22 +322,22 @@ class Gateway:
         user = await self.users.get(info.user_id)
         if user is None or not may_read(user, room):
             raise ClientRequestError("only admins of this organization may subscribe", code="forbidden")
-        return msg.SubscribeAck(room=room, offset=await self._subscribe(info, info.organizations, room)).wire()
+        return msg.SubscribeAck(room=room, offset=await self._subscribe(info, room)).wire()
 
     async def _unsubscribe_organization(self, info: SocketInfo, request: msg.SubscribeOrganization) -> dict[str, Any]:
         room = organization_room(request.org_id)
-        await self._unsubscribe(info, info.organizations, room)
+        await self._unsubscribe(info, room)
         return msg.SubscribeAck(room=room).wire()
 
-    async def _subscribe(self, info: SocketInfo, rooms: set[str], room: str) -> str:
+    async def _subscribe(self, info: SocketInfo, room: str) -> str:
         """Join `room` and return the offset the socket is live from.
 
         The socket is held while it joins and the offset is read, then released from that offset: an event
         logged before the offset never reaches it (the ack's state covers it) and one logged after always does.
         """
-        if room in rooms:
+        if room in info.subscriptions:
             return await self.log.head(room)
-        rooms.add(room)
+        info.subscriptions |= {room}
         self.delivery.hold(info.sid, [room])
         live_from: dict[str, Position] = {}
         try:
@@ -351,9 +348,9 @@ class Gateway:
             await self.delivery.release(info.sid, live_from)
         return offset
 
-    async def _unsubscribe(self, info: SocketInfo, rooms: set[str], room: str) -> None:
-        if room in rooms:
-            rooms.discard(room)
+    async def _unsubscribe(self, info: SocketInfo, room: str) -> None:
+        if room in info.subscriptions:
+            info.subscriptions -= {room}
             await self._leave(info.sid, room)
 
     async def _ping(self, info: SocketInfo, request: BaseModel) -> dict[str, Any]:
@@ -388,4 +385,5 @@ class Gateway:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.deadlines.close()
         await self.sio.shutdown()

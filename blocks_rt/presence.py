@@ -2,27 +2,32 @@
 
 from __future__ import annotations
 
-import asyncio
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from .deadlines import Deadline
 from .ratelimit import ClientBudget
+from .rooms import RoomKind, room_kind
 
 
-@dataclass
+@dataclass(slots=True)
 class SocketInfo:
     sid: str
     user_id: str
     token_expires_at: float
     budget: ClientBudget
-    properties: set[str] = field(default_factory=set)
-    organizations: set[str] = field(default_factory=set)
-    timer: asyncio.TimerHandle | None = None  # token expiry, then the refresh grace period
-    fixed_rooms: tuple[str, ...] = ()
+    fixed_rooms: tuple[str, ...] = ()  # the automatic rooms (user, announcements, organization)
+    # Property and organization rooms subscribed to; replaced, never mutated: most sockets have none and
+    # share the empty frozenset instead of owning an empty set each.
+    subscriptions: frozenset[str] = frozenset()
+    timer: Deadline | None = None  # token expiry, then the refresh grace period
     ending: bool = False
 
     def rooms(self) -> list[str]:
         """Every room this socket is in (for leaving them all on disconnect)."""
-        return [*self.fixed_rooms, *self.properties, *self.organizations]
+        return [*self.fixed_rooms, *self.subscriptions]
+
+    def subscribed(self, kind: RoomKind) -> int:
+        return sum(1 for room in self.subscriptions if room_kind(room) == kind)
 
 
 class Presence:

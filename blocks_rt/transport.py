@@ -23,6 +23,8 @@ import socketio
 from aiohttp import web
 from socketio import packet
 
+from .deadlines import Deadlines
+from .enginesocket import adopt
 from .errors import ClientRequestError
 from .messages import error_ack
 
@@ -32,7 +34,20 @@ _ALLOWED_PACKETS = (packet.CONNECT, packet.DISCONNECT, packet.EVENT, packet.ACK)
 
 
 class GatewayEngine(engineio.AsyncServer):  # type: ignore[misc]
-    """Engine.IO server with prompt HTTP answers to oversized or unsized long-polling POSTs."""
+    """Engine.IO server with lean sockets and prompt HTTP answers to oversized or unsized long-polling POSTs."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.deadlines = Deadlines()  # the sockets' pings
+
+    async def shutdown(self) -> None:
+        self.deadlines.close()
+        await super().shutdown()
+
+    async def _trigger_event(self, event: str, *args: Any, **kwargs: Any) -> Any:
+        if event == "connect":  # the socket exists and has not been used for anything but its OPEN packet
+            adopt(self.sockets[args[0]])
+        return await super()._trigger_event(event, *args, **kwargs)
 
     async def handle_request(self, request: web.Request, *args: Any, **kwargs: Any) -> web.StreamResponse:
         if request.method == "POST":
@@ -67,47 +82,51 @@ class GatewayServer(socketio.AsyncServer):  # type: ignore[misc]
         return GatewayEngine
 
     # --- engine connection lifetime ---------------------------------------------------------------------
+    # A handshake timer runs only while an engine connection has no namespace connected: from the engine
+    # connect to the namespace connect, and again after a namespace disconnect that leaves the connection open.
     async def _handle_eio_connect(self, eio_sid: str, environ: dict[str, Any]) -> None:
         await super()._handle_eio_connect(eio_sid, environ)
         self._connect_attempts[eio_sid] = 0
         self._arm_handshake_timer(eio_sid)
 
     async def _handle_eio_disconnect(self, eio_sid: str, reason: Any) -> None:
-        timer = self._handshake_timers.pop(eio_sid, None)
-        if timer is not None:
-            timer.cancel()
-        self._connect_attempts.pop(eio_sid, None)
         await super()._handle_eio_disconnect(eio_sid, reason)
+        self._disarm_handshake_timer(eio_sid)
+        self._connect_attempts.pop(eio_sid, None)
+
+    async def _trigger_event(self, event: str, namespace: str, *args: Any) -> Any:
+        result = await super()._trigger_event(event, namespace, *args)
+        if event == "disconnect":
+            eio_sid = self.manager.eio_sid_from_sid(args[0], namespace)
+            socket = self.eio.sockets.get(eio_sid)
+            if socket is not None and not (socket.closing or socket.closed):
+                self._arm_handshake_timer(eio_sid)
+        return result
 
     def _arm_handshake_timer(self, eio_sid: str) -> None:
+        self._disarm_handshake_timer(eio_sid)
         loop = asyncio.get_running_loop()
         self._handshake_timers[eio_sid] = loop.call_later(self._connect_timeout, self._check_handshake, eio_sid)
 
+    def _disarm_handshake_timer(self, eio_sid: str) -> None:
+        timer = self._handshake_timers.pop(eio_sid, None)
+        if timer is not None:
+            timer.cancel()
+
+    def _namespace_connected(self, eio_sid: str) -> bool:
+        return any(self.manager.is_connected(self.manager.sid_from_eio_sid(eio_sid, ns), ns)
+                   for ns in list(self.manager.get_namespaces()))
+
     def _check_handshake(self, eio_sid: str) -> None:
-        """Close an engine connection with no namespace connected; check again later while it has one."""
-        if eio_sid not in self._handshake_timers:
-            return
-        connected = any(self.manager.is_connected(self.manager.sid_from_eio_sid(eio_sid, ns), ns)
-                        for ns in list(self.manager.get_namespaces()))
-        if connected:
-            self._arm_handshake_timer(eio_sid)
-        else:
-            del self._handshake_timers[eio_sid]
+        """Close an engine connection that still has no namespace connected."""
+        if self._handshake_timers.pop(eio_sid, None) is not None and not self._namespace_connected(eio_sid):
             self._close(eio_sid, "no namespace connected within the connect timeout")
 
     def _close(self, eio_sid: str, why: str) -> None:
         log.info("closing engine connection %s: %s", eio_sid, why)
-        task = asyncio.ensure_future(self._drop(eio_sid))
+        task = asyncio.ensure_future(self.eio.disconnect(eio_sid))
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
-
-    async def _drop(self, eio_sid: str) -> None:
-        socket = self.eio.sockets.get(eio_sid)
-        await self.eio.disconnect(eio_sid)
-        if socket is not None:
-            # Engine.IO only sends a CLOSE packet and waits for the client to hang up, which a hostile client
-            # never does; ending the send queue makes the websocket writer close the connection itself.
-            await socket.queue.put(None)
 
     # --- packets ------------------------------------------------------------------------------------------
     async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
@@ -129,6 +148,8 @@ class GatewayServer(socketio.AsyncServer):  # type: ignore[misc]
                 await self._refuse_connect(eio_sid, namespace, "Already connected")
             else:
                 await self._handle_connect(eio_sid, namespace, pkt.data)
+                if self._namespace_connected(eio_sid):
+                    self._disarm_handshake_timer(eio_sid)
         elif pkt.packet_type == packet.DISCONNECT:
             await self._handle_disconnect(eio_sid, pkt.namespace, self.reason.CLIENT_DISCONNECT)
         elif pkt.packet_type == packet.EVENT:

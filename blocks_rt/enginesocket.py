@@ -1,0 +1,244 @@
+"""Engine.IO sockets that own no task while idle, and the websocket they write to directly.
+
+Stock python-engineio keeps four tasks alive for every websocket connection: a writer draining the send
+queue, the writer's `wait_for(queue.get())`, the reader's `wait_for(ws.wait())` and a ping task asleep
+between pings, each with its frames, futures and timers; and an `asyncio.Queue` (four deques and an
+event). That is a third of what a connection costs. Here the reader waits inline under
+`asyncio.timeout`, the ping is a timer callback, and a packet to an idle socket is written straight to
+its transport. A send queue and a task to drain it exist only while packets wait behind a busy or paused
+transport (a slow reader), or while the socket is on long-polling or mid-upgrade; so per-socket order
+and back-pressure are those of the stock queue. Hooks on python-engineio's socket and its aiohttp
+websocket wrapper, not a fork: the engine hands each new socket to `adopt()` before it is used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+import time
+from typing import Any
+
+from aiohttp.web import WebSocketResponse
+from engineio import exceptions
+from engineio import packet as eio_packet
+from engineio.async_drivers.aiohttp import WebSocket as EngineWebSocket
+from engineio.async_socket import AsyncSocket
+from engineio.payload import Payload
+
+_TEXT = 0x81  # FIN + text opcode
+
+
+def text_frame(payload: bytes) -> bytes:
+    """An unmasked (server → client) websocket text frame."""
+    n = len(payload)
+    if n < 126:
+        header = struct.pack("!BB", _TEXT, n)
+    elif n < 65536:
+        header = struct.pack("!BBH", _TEXT, 126, n)
+    else:
+        header = struct.pack("!BBQ", _TEXT, 127, n)
+    return header + payload
+
+
+class FastWebSocket(EngineWebSocket):  # type: ignore[misc]
+    """engineio's aiohttp websocket, with compression as configured and a direct-write door."""
+
+    compress = False
+
+    async def __call__(self, environ: dict[str, Any]) -> WebSocketResponse:
+        request = environ["aiohttp.request"]
+        self._sock = WebSocketResponse(max_msg_size=self.server.max_http_buffer_size, compress=self.compress)
+        await self._sock.prepare(request)
+        await self.handler(self)
+        return self._sock
+
+    def try_write(self, frame: bytes) -> bool:
+        """Write `frame` now if the transport takes data without waiting (and frames are not compressed)."""
+        sock = self._sock
+        if sock is None or sock.closed or sock.compress:
+            return False
+        writer = sock._writer  # aiohttp internals, pinned by the dependency range
+        if writer is None or writer.transport is None:
+            return False
+        transport = writer.transport
+        if transport.is_closing() or writer.protocol._paused:
+            return False
+        transport.write(frame)
+        return True
+
+
+class LeanSocket(AsyncSocket):  # type: ignore[misc]
+    """An Engine.IO socket whose websocket connection owns no task while nothing waits to be sent."""
+
+    last_ping: float | None
+    connected: bool
+    ws: FastWebSocket | None = None  # set once the socket is on the websocket transport
+    flusher: asyncio.Task[None] | None = None  # drains `queue` while packets wait in it
+    _queue: asyncio.Queue[eio_packet.Packet | None] | None = None
+
+    @property
+    def queue(self) -> asyncio.Queue[eio_packet.Packet | None]:
+        """The send queue, made when something has to wait; stock code reaches it under this name."""
+        if self._queue is None:
+            self._queue = asyncio.Queue()
+        return self._queue
+
+    @queue.setter
+    def queue(self, queue: asyncio.Queue[eio_packet.Packet | None]) -> None:
+        self._queue = queue
+
+    def try_write(self, frame: bytes) -> bool:
+        """Write a ready frame now if nothing of this socket is queued or in flight (the fan-out's hot path)."""
+        ws = self.ws
+        if ws is None or self.flusher is not None or self.closing:
+            return False
+        queue = self._queue
+        return (queue is None or queue.empty()) and ws.try_write(frame)
+
+    async def send(self, pkt: eio_packet.Packet) -> None:
+        if await self.check_ping_timeout():
+            self.push(pkt)
+
+    def push(self, pkt: eio_packet.Packet | None) -> None:
+        """Send `pkt` after everything sent before it; None closes the websocket once the queue is out."""
+        if pkt is not None and self.ws is not None and self.flusher is None:
+            encoded = pkt.encode()
+            if isinstance(encoded, str) and self.try_write(text_frame(encoded.encode())):
+                return
+        self.queue.put_nowait(pkt)
+        if self.ws is not None and self.flusher is None:
+            self.flusher = asyncio.ensure_future(self._flush(self.ws))
+
+    async def poll(self) -> list[eio_packet.Packet]:
+        """Stock long-poll, with at most as many packets per response as python-engineio's client decodes.
+
+        Stock returns everything queued, and python-engineio's client drops the connection on a payload of
+        more than `Payload.max_decode_packets` (16); the rest waits for the next poll, in order.
+        """
+        queue = self.queue
+        try:
+            async with asyncio.timeout(self.server.ping_interval + self.server.ping_timeout):
+                first = await queue.get()
+        except (TimeoutError, asyncio.CancelledError):
+            raise exceptions.QueueEmpty() from None
+        queue.task_done()
+        if first is None:
+            return []
+        packets = [first]
+        while len(packets) < Payload.max_decode_packets and not queue.empty():
+            pkt = queue.get_nowait()
+            queue.task_done()
+            if pkt is None:
+                queue.put_nowait(None)
+                break
+            packets.append(pkt)
+        return packets
+
+    async def _flush(self, ws: FastWebSocket) -> None:
+        queue = self.queue
+        try:
+            while not queue.empty():
+                pkt = queue.get_nowait()
+                try:
+                    if pkt is None:
+                        self.ws = None  # nothing more is written to this websocket
+                        await ws.close()
+                        return
+                    await ws.send(pkt.encode())
+                finally:
+                    queue.task_done()
+        except Exception:  # the peer is gone: the reader sees the closed websocket and ends the socket
+            self.ws = None
+            await ws.close()
+        finally:
+            self.flusher = None
+            if queue.empty() and self._queue is queue:
+                self._queue = None
+
+    async def close(self, wait: bool = True, abort: bool = False, reason: Any = None) -> None:
+        """Stock close, then the transport is let go once what is queued is out.
+
+        Stock python-engineio leaves a websocket open for the client to hang up, which a hostile or vanished
+        client never does, and leaves a pending long-poll hanging until it times out (45 s by default).
+        """
+        await super().close(wait=wait, abort=abort, reason=reason)
+        self.push(None)
+
+    def schedule_ping(self) -> None:
+        # Same rule as stock (a new ping only after the last one was answered), a deadline instead of a task.
+        if self.last_ping:
+            self.last_ping = None
+            self.server.deadlines.call_later(self.server.ping_interval, LeanSocket._ping, self)
+
+    def _ping(self) -> None:
+        if not self.closing and not self.closed:
+            self.last_ping = time.time()
+            self.push(eio_packet.Packet(eio_packet.PING))
+
+    async def _websocket_handler(self, ws: FastWebSocket) -> None:
+        if self.connected and not await self._upgrade(ws):
+            return
+        self.connected = self.upgraded = True
+        self.ws = ws
+        if self._queue is not None and not self._queue.empty():  # the OPEN packet, or sends during the upgrade
+            self.flusher = asyncio.ensure_future(self._flush(ws))
+        try:
+            await self._read(ws)
+        finally:
+            await self.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_CLOSE)
+            if self.flusher is not None:
+                await self.flusher
+
+    async def _read(self, ws: FastWebSocket) -> None:
+        """Receive until the client goes or sends what is not Engine.IO.
+
+        No read timeout of its own: a client that stops answering pings is closed by the engine's
+        monitor (`check_ping_timeout`), and `close` closes the websocket, which ends this loop.
+        """
+        while True:
+            try:
+                pkt = self._decode(await ws.wait())
+            except OSError:
+                return
+            if pkt is None:
+                return
+            try:
+                await self.receive(pkt)
+            except exceptions.UnknownPacketError:
+                pass
+            except exceptions.SocketIsClosedError:
+                return
+            except Exception:
+                self.server.logger.exception("unexpected error on a received packet")
+            del pkt  # not kept alive (the CONNECT packet holds a token) while the next message is awaited
+
+    def _decode(self, data: str | bytes | None) -> eio_packet.Packet | None:
+        if data is None or len(data) > self.server.max_http_buffer_size:
+            return None
+        try:
+            return eio_packet.Packet(encoded_packet=data)
+        except (ValueError, TypeError, IndexError):
+            return None
+
+    async def _upgrade(self, ws: FastWebSocket) -> bool:
+        """The polling → websocket upgrade (probe PING, PONG, UPGRADE); sends wait in the queue meanwhile."""
+        self.upgrading = True
+        try:
+            probe = eio_packet.Packet(encoded_packet=await ws.wait())
+            if probe.packet_type != eio_packet.PING or probe.data != "probe":
+                return False
+            await ws.send(eio_packet.Packet(eio_packet.PONG, data="probe").encode())
+            self.queue.put_nowait(eio_packet.Packet(eio_packet.NOOP))  # ends the pending long-poll
+            upgrade = eio_packet.Packet(encoded_packet=await ws.wait())
+            return bool(upgrade.packet_type == eio_packet.UPGRADE)
+        except (OSError, ValueError, TypeError, IndexError):
+            return False
+        finally:
+            self.upgrading = False
+
+
+def adopt(socket: AsyncSocket) -> LeanSocket:
+    """Make a socket python-engineio just created a LeanSocket (same state; the queue becomes lazy)."""
+    socket.__class__ = LeanSocket
+    socket._queue = socket.__dict__.pop("queue")
+    return socket  # type: ignore[no-any-return]

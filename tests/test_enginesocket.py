@@ -1,0 +1,125 @@
+"""Engine sockets: an idle connection owns no task and no send queue, and order holds on every path
+(direct writes, a slow reader behind a paused transport, long-polling, the polling → websocket upgrade)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+
+import aiohttp
+import pytest
+import socketio
+from security_kit import RawSocket, authed
+
+from blocks_rt.enginesocket import LeanSocket
+from blocks_rt.lab import Lab
+from blocks_rt.rooms import user_room
+from blocks_rt.settings import NAMESPACE
+
+USERS = ["usr_amira", "usr_ben", "usr_chloe", "usr_dev", "usr_elena", "usr_farid"]
+
+
+def engine_sockets(lab: Lab) -> list[LeanSocket]:
+    return list(lab.blocks.gateway.sio.eio.sockets.values())
+
+
+async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+async def raws() -> AsyncIterator[list[RawSocket]]:
+    opened: list[RawSocket] = []
+    yield opened
+    for raw in opened:
+        await raw.close()
+
+
+async def test_an_idle_websocket_connection_owns_no_task_and_no_queue(lab: Lab, raws: list[RawSocket]) -> None:
+    """Stock python-engineio keeps four tasks and a queue per connection; here only aiohttp's own two remain."""
+    raws += [await authed(lab, user) for user in USERS]
+    await lab.settle(0.3)
+    sockets = engine_sockets(lab)
+    assert len(sockets) == len(USERS)
+    assert all(isinstance(s, LeanSocket) and s.flusher is None and s._queue is None for s in sockets)
+    manager = lab.blocks.gateway.sio.manager
+    sids = set(lab.blocks.gateway.presence.sids())
+    assert len(sids) == len(USERS) and not sids & set(manager.rooms[NAMESPACE]), "a room per socket id"
+    kinds = Counter(t.get_coro().__qualname__ for t in asyncio.all_tasks())  # type: ignore[union-attr]
+    # What runs once per connection: aiohttp's connection and request tasks, and the raw client's reader
+    # (in this process). Stock engine.io would add a writer, a Queue.get, a websocket wait and a ping sleep.
+    assert {kind: n for kind, n in kinds.items() if n >= len(USERS)} == {
+        "RequestHandler.start": len(USERS), "RequestHandler._handle_request": len(USERS), "RawSocket._read": len(USERS)}
+
+
+async def test_a_slow_reader_gets_every_frame_in_order_then_writes_go_direct_again(lab: Lab) -> None:
+    sio = lab.blocks.gateway.sio
+    manager = sio.manager
+    room = user_room("usr_ben")
+    async with aiohttp.ClientSession() as http, http.ws_connect(
+            f"{lab.url}/socket.io/?EIO=4&transport=websocket", max_msg_size=0) as ws:
+        assert (await ws.receive_str()).startswith("0{")
+        await ws.send_str(f"40{NAMESPACE}," + json.dumps({"token": lab.token("usr_ben")}))
+        while "stream:resumed" not in await ws.receive_str():
+            pass
+        queued = manager.queued_writes
+        # This client reads nothing while about 18 MB are sent: its buffers fill, the server's transport pauses.
+        pad = "x" * 60_000
+        for seq in range(300):
+            await sio.emit("bulk", {"seq": seq, "pad": pad}, room=room, namespace=NAMESPACE)
+        assert manager.queued_writes > queued, "the transport never paused: the test sent too little"
+        seqs: list[int] = []
+        async with asyncio.timeout(20):
+            while len(seqs) < 300:
+                frame = await ws.receive_str()
+                if frame == "2":
+                    await ws.send_str("3")
+                elif '"bulk"' in frame:
+                    seqs.append(json.loads(frame.split(",", 1)[1])[1]["seq"])
+        assert seqs == list(range(300))
+        (socket,) = engine_sockets(lab)
+        await until(lambda: socket.flusher is None and socket._queue is None)
+        direct = manager.fast_writes
+        await sio.emit("bulk", {"seq": 300}, room=room, namespace=NAMESPACE)
+        assert manager.fast_writes == direct + 1
+        assert '"seq":300' in await ws.receive_str()
+
+
+@pytest.mark.parametrize("transports", [["polling"], ["polling", "websocket"]], ids=["long-polling", "upgrade"])
+async def test_polling_and_upgrading_clients_get_every_event_in_order(lab: Lab, transports: list[str]) -> None:
+    client = socketio.AsyncClient()
+    seqs: list[int] = []
+    client.on("bulk", lambda data: seqs.append(data["seq"]), namespace=NAMESPACE)
+    await client.connect(lab.url, namespaces=[NAMESPACE], auth={"token": lab.token("usr_chloe")},
+                         transports=transports, wait_timeout=5)
+    try:
+        # Sent right after connect: with two transports, these straddle the upgrade.
+        for seq in range(200):
+            await lab.blocks.gateway.sio.emit("bulk", {"seq": seq}, room=user_room("usr_chloe"), namespace=NAMESPACE)
+            if seq % 20 == 0:
+                await asyncio.sleep(0.01)
+        await until(lambda: len(seqs) >= 200)
+        assert seqs == list(range(200))
+        await until(lambda: client.transport() == transports[-1])
+    finally:
+        await client.disconnect()
+
+
+async def test_a_client_that_stops_answering_pings_is_closed_and_one_that_answers_stays(
+        make_lab: Callable[..., asyncio.Future[Lab]], raws: list[RawSocket]) -> None:
+    lab = await make_lab(ping_interval_s=0.2, ping_timeout_s=0.3)
+    answering = await authed(lab, "usr_ben")  # RawSocket answers every ping
+    raws.append(answering)
+    async with aiohttp.ClientSession() as http, http.ws_connect(
+            f"{lab.url}/socket.io/?EIO=4&transport=websocket") as silent:
+        await silent.send_str(f"40{NAMESPACE}," + json.dumps({"token": lab.token("usr_amira")}))
+        async with asyncio.timeout(10):
+            while (await silent.receive()).type not in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
+                pass
+    assert not lab.blocks.gateway.presence.user_socket_count("usr_amira")
+    assert (await answering.call("ping"))["pong"] is True
+    assert lab.blocks.gateway.presence.user_socket_count("usr_ben") == 1
