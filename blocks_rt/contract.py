@@ -19,8 +19,7 @@ from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, Field, create_model
-from pydantic.json_schema import GenerateJsonSchema, JsonSchemaMode, JsonSchemaValue, models_json_schema
-from pydantic_core import core_schema
+from pydantic.json_schema import GenerateJsonSchema, models_json_schema
 
 from . import events as ev
 from . import examples as ex
@@ -101,8 +100,7 @@ class _WireSchema(GenerateJsonSchema):
     """pydantic's JSON Schema, adjusted to say what a client receives.
 
     `Model.wire()` drops None values, so in serialization mode a field is required unless its default is
-    None; property titles (`Userid`) are noise; and a `Field(ge=0)` on a Decimal that goes out as a JSON
-    number comes out as a stray `ge` key, which becomes the standard `minimum`.
+    None; and property titles (`Userid`) are noise.
     """
 
     def field_is_required(self, field: Any, total: bool) -> bool:
@@ -113,26 +111,6 @@ class _WireSchema(GenerateJsonSchema):
 
     def field_title_should_be_set(self, schema: Any) -> bool:
         return False
-
-    def generate(self, schema: core_schema.CoreSchema, mode: JsonSchemaMode = "validation") -> JsonSchemaValue:
-        bounded: JsonSchemaValue = _standard_bounds(super().generate(schema, mode))
-        return bounded
-
-    def generate_definitions(self, inputs: Any) -> Any:
-        keys, defs = super().generate_definitions(inputs)
-        return keys, _standard_bounds(defs)
-
-
-_BOUNDS = {"ge": "minimum", "gt": "exclusiveMinimum", "le": "maximum", "lt": "exclusiveMaximum"}
-
-
-def _standard_bounds(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {_BOUNDS.get(k, k) if k in _BOUNDS and isinstance(v, int | float) else k: _standard_bounds(v)
-                for k, v in value.items()}
-    if isinstance(value, list):
-        return [_standard_bounds(v) for v in value]
-    return value
 
 
 def _mode(model: type[BaseModel]) -> Mode:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -39,8 +40,8 @@ class Dispatcher:
         # reach a socket out of log order, and a client that saw the later id drops the earlier event.
         async with self._in_order:
             logged = await self._log.append(deliveries)
-            for e in batch:
-                self._metrics.child(self._metrics.published, e.name).inc()
+            for name, count in Counter(e.name for e in batch).items():
+                self._metrics.child(self._metrics.published, name).inc(count)
             await self._fanout.publish(logged)
 
 

@@ -24,13 +24,15 @@ from pydantic.alias_generators import to_camel
 
 
 def _number(value: Decimal) -> int | float:
-    return int(value) if value == value.to_integral_value() else float(value)
+    as_float = float(value)  # exact enough: validation kept only values a double carries exactly
+    return int(as_float) if as_float.is_integer() else as_float
 
 
 def _exact_as_number(value: Decimal) -> Decimal:
-    # Clients parse JSON numbers as IEEE doubles (about 15 significant digits): refuse at the source a value
-    # the wire would silently round, rather than send a different amount than the one validated.
-    if Decimal(repr(float(value))) != value:
+    # Clients parse JSON numbers as IEEE doubles: refuse at the source a value the wire would silently round,
+    # rather than send a different amount than the one validated. Below 1e9 with at most 6 decimals (checked
+    # before this runs) a value has at most 15 significant digits, which a double always carries (DBL_DIG).
+    if value.adjusted() >= 9 and Decimal(repr(float(value))) != value:
         raise ValueError("more significant digits than a JSON number carries exactly")
     return value
 
@@ -65,13 +67,16 @@ Money = Annotated[
     PlainSerializer(_number, return_type=int | float, when_used="json"),
 ]
 """USDC: Decimal in Python, at most 6 decimals, a JSON number on the wire."""
-NonNegativeMoney = Annotated[Money, Field(ge=0)]
-Quantity = Annotated[
+NonNegativeMoney = Annotated[
     Decimal,
+    # ge inside the decimal's own constraints: Annotated[Money, Field(ge=0)] would check it in Python, after
+    # the exactness validator, on every money field of every event. The wire schema then has to be said.
     Field(ge=0, decimal_places=6, allow_inf_nan=False, max_digits=24),
     AfterValidator(_exact_as_number),
     PlainSerializer(_number, return_type=int | float, when_used="json"),
+    WithJsonSchema({"anyOf": [{"type": "integer"}, {"type": "number"}], "minimum": 0}, mode="serialization"),
 ]
+Quantity = NonNegativeMoney
 """Property tokens: fractional ownership is allowed, never negative."""
 Percent = Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)]
 Timestamp = Annotated[str, BeforeValidator(iso), WithJsonSchema({"type": "string", "format": "date-time"})]

@@ -42,11 +42,14 @@ class FastManager(socketio.AsyncManager):  # type: ignore[misc]
         self._rooms_of.setdefault((namespace, sid), set()).add(room)
 
     def get_participants(self, namespace: str, room: Any) -> Any:
-        if isinstance(room, str) and room not in self.rooms.get(namespace, ()):
-            eio_sid = self.eio_sid_from_sid(room, namespace)
-            if eio_sid is not None:
-                return iter(((room, eio_sid),))
-        return super().get_participants(namespace, room)
+        if not isinstance(room, str):
+            return super().get_participants(namespace, room)
+        rooms = self.rooms.get(namespace, {})
+        members = rooms.get(room)
+        if members is not None:
+            return list(members._fwdm.items())  # a copy (as stock takes): emitting may change the room
+        eio_sid = rooms[None].get(room) if None in rooms else None
+        return [(room, eio_sid)] if eio_sid is not None else []
 
     def basic_leave_room(self, sid: str, namespace: str, room: Any) -> None:
         super().basic_leave_room(sid, namespace, room)
@@ -85,7 +88,7 @@ class FastManager(socketio.AsyncManager):  # type: ignore[misc]
         sio_text = b"2" + (namespace.encode() + b"," if namespace != "/" else b"") + body
         frame = text_frame(b"4" + sio_text)
         eio_pkt: eio_packet.Packet | None = None
-        skip = set(skip_sid) if isinstance(skip_sid, list) else {skip_sid}
+        skip = set(skip_sid) if isinstance(skip_sid, list) else (skip_sid,)
         sockets = self.server.eio.sockets
         for sid, eio_sid in self.get_participants(namespace, room):
             if sid in skip:

@@ -152,6 +152,23 @@ async def test_a_body_that_is_not_a_request_is_400(lab: Lab, body: bytes, code: 
     assert status == 400 and json.loads(text)["error"]["code"] == code
 
 
+async def test_a_deep_event_that_is_refused_says_too_deep_and_a_valid_one_drops_its_deep_extra(lab: Lab) -> None:
+    """Depth is told apart only for refused bodies; a valid event keeps nothing past its model's fields."""
+    amira = await lab.client("usr_amira")
+    deep: Any = "bottom"
+    for _ in range(40):
+        deep = {"next": deep}
+    refused = envelope("notification.created")
+    refused["data"]["notification"]["title"] = deep
+    status, text = await post(lab, json.dumps(refused))
+    assert status == 400 and json.loads(text)["error"]["code"] == "too_deep"
+    valid = envelope("notification.created", ident="deep-extra")
+    valid["data"]["notification"]["extra"] = deep
+    assert await lab.publish(valid) == (202, {"accepted": 1})
+    (got,) = await amira.wait_for("notification:new")
+    assert got.payload["notification"]["id"].endswith("deep-extra") and "extra" not in got.payload["notification"]
+
+
 async def test_an_oversized_body_is_413(make_lab: MakeLab) -> None:
     lab = await make_lab(max_publish_bytes=4096, event_rate=0)
     amira = await lab.client("usr_amira")
