@@ -3,12 +3,13 @@
 Stock python-engineio keeps four tasks alive for every websocket connection: a writer draining the send
 queue, the writer's `wait_for(queue.get())`, the reader's `wait_for(ws.wait())` and a ping task asleep
 between pings, each with its frames, futures and timers; and an `asyncio.Queue` (four deques and an
-event). That is a third of what a connection costs. Here the reader waits inline under
-`asyncio.timeout`, the ping is a timer callback, and a packet to an idle socket is written straight to
-its transport. A send queue and a task to drain it exist only while packets wait behind a busy or paused
-transport (a slow reader), or while the socket is on long-polling or mid-upgrade; so per-socket order
-and back-pressure are those of the stock queue. Hooks on python-engineio's socket and its aiohttp
-websocket wrapper, not a fork: the engine hands each new socket to `adopt()` before it is used.
+event). That is a third of what a connection costs. Here the reader waits inline (a silent client is
+closed by the engine's ping-timeout monitor, and closing closes the websocket), the ping is an entry in
+the engine's heap of deadlines, and a packet to an idle socket is written straight to its transport. A
+send queue and a task to drain it exist only while packets wait behind a busy or paused transport (a
+slow reader), or while the socket is on long-polling or mid-upgrade; so per-socket order and
+back-pressure are those of the stock queue. Hooks on python-engineio's socket and its aiohttp websocket
+wrapper, not a fork: the engine hands each new socket to `adopt()` before it is used.
 """
 
 from __future__ import annotations

@@ -20,7 +20,6 @@ from pydantic import BaseModel, ValidationError
 from . import fastpath
 from . import messages as msg
 from .auth import AUTH_FAILED, TokenVerifier, token_from_handshake
-from .deadlines import Deadlines
 from .delivery import LocalDelivery
 from .directory import UserDirectory
 from .errors import AuthError, BlocksError, ClientRequestError, ServiceUnavailable
@@ -53,7 +52,6 @@ class Gateway:
         self.metrics = metrics
         self.verifier = TokenVerifier(settings)
         self.presence = Presence()
-        self.deadlines = Deadlines()  # token expiry of every socket
         metrics.sockets.set_function(lambda: self.presence.socket_count)
         metrics.users.set_function(lambda: self.presence.user_count)
         allowed = frozenset(settings.cors_origins)
@@ -265,14 +263,14 @@ class Gateway:
         if info.timer is not None:
             info.timer.cancel()
         delay = max(0.0, info.token_expires_at - time.time())
-        info.timer = self.deadlines.call_later(delay, self._on_token_expired, info.sid)
+        info.timer = self.sio.eio.deadlines.call_later(delay, self._on_token_expired, info.sid)
 
     def _on_token_expired(self, sid: str) -> None:
         info = self.presence.get(sid)
         if info is None:
             return
         grace = self.settings.token_refresh_grace_s
-        info.timer = self.deadlines.call_later(grace, self._on_grace_over, sid)
+        info.timer = self.sio.eio.deadlines.call_later(grace, self._on_grace_over, sid)
         self._spawn(self._send(sid, "auth:expired", msg.AuthExpired(grace_seconds=grace,
                                                                     message="send auth:refresh")))
 
@@ -385,5 +383,4 @@ class Gateway:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        self.deadlines.close()
         await self.sio.shutdown()

@@ -23,7 +23,7 @@ import socketio
 from aiohttp import web
 from socketio import packet
 
-from .deadlines import Deadlines
+from .deadlines import Deadline, Deadlines
 from .enginesocket import adopt
 from .errors import ClientRequestError
 from .messages import error_ack
@@ -38,7 +38,7 @@ class GatewayEngine(engineio.AsyncServer):  # type: ignore[misc]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.deadlines = Deadlines()  # the sockets' pings
+        self.deadlines = Deadlines()  # every connection's deadlines: handshake, pings, token expiry
 
     async def shutdown(self) -> None:
         self.deadlines.close()
@@ -75,7 +75,7 @@ class GatewayServer(socketio.AsyncServer):  # type: ignore[misc]
         self._connect_timeout = connect_timeout
         self._max_connect_attempts = max_connect_attempts
         self._connect_attempts: dict[str, int] = {}
-        self._handshake_timers: dict[str, asyncio.TimerHandle] = {}
+        self._handshake_timers: dict[str, Deadline] = {}
         self._closing: set[asyncio.Task[None]] = set()
 
     def _engineio_server_class(self) -> type[engineio.AsyncServer]:
@@ -105,8 +105,8 @@ class GatewayServer(socketio.AsyncServer):  # type: ignore[misc]
 
     def _arm_handshake_timer(self, eio_sid: str) -> None:
         self._disarm_handshake_timer(eio_sid)
-        loop = asyncio.get_running_loop()
-        self._handshake_timers[eio_sid] = loop.call_later(self._connect_timeout, self._check_handshake, eio_sid)
+        self._handshake_timers[eio_sid] = self.eio.deadlines.call_later(self._connect_timeout, self._check_handshake,
+                                                                        eio_sid)
 
     def _disarm_handshake_timer(self, eio_sid: str) -> None:
         timer = self._handshake_timers.pop(eio_sid, None)

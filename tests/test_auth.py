@@ -168,21 +168,16 @@ async def test_the_configured_issuer_and_audience_are_accepted(make_lab: MakeLab
 
 
 # --- accepted ------------------------------------------------------------------------------------------
-async def test_a_valid_token_in_auth_is_accepted(lab: Lab) -> None:
-    seen = await attempt(lab, auth={"token": lab.token("usr_amira")})
+@pytest.mark.parametrize("where", ["auth", "authorization-header"])
+async def test_a_valid_token_in_auth_or_the_authorization_header_is_accepted(lab: Lab, where: str) -> None:
+    token = lab.token("usr_amira")
+    if where == "auth":
+        seen = await attempt(lab, auth={"token": token})
+    else:
+        seen = await attempt(lab, headers={"Authorization": f"Bearer {token}"})
     try:
         assert seen.connected and seen.errors == []
         assert lab.blocks.gateway.presence.sockets_of("usr_amira")
-    finally:
-        assert seen.sio is not None
-        await seen.sio.shutdown()
-
-
-async def test_a_valid_token_in_the_authorization_header_is_accepted(lab: Lab) -> None:
-    seen = await attempt(lab, headers={"Authorization": f"Bearer {lab.token('usr_ben')}"})
-    try:
-        assert seen.connected and seen.errors == []
-        assert lab.blocks.gateway.presence.sockets_of("usr_ben")
     finally:
         assert seen.sio is not None
         await seen.sio.shutdown()

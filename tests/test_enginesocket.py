@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 import pytest
@@ -110,7 +110,7 @@ async def test_polling_and_upgrading_clients_get_every_event_in_order(lab: Lab, 
 
 
 async def test_a_client_that_stops_answering_pings_is_closed_and_one_that_answers_stays(
-        make_lab: Callable[..., asyncio.Future[Lab]], raws: list[RawSocket]) -> None:
+        make_lab: Callable[..., Awaitable[Lab]], raws: list[RawSocket]) -> None:
     lab = await make_lab(ping_interval_s=0.2, ping_timeout_s=0.3)
     answering = await authed(lab, "usr_ben")  # RawSocket answers every ping
     raws.append(answering)
