@@ -69,7 +69,7 @@ def serve(settings: Settings) -> None:
     if settings.uvloop:
         import uvloop
 
-        uvloop.install()  # libuv's socket writes: one per delivery, the floor of the fan-out's cost
+        uvloop.install()  # libuv writes a socket in one call, frames of a whole batch of events included
     web.run_app(app, host=settings.host, port=settings.port, print=lambda s: print(s, file=sys.stderr),
                 shutdown_timeout=5.0, access_log=logging.getLogger("aiohttp.access") if settings.access_log else None)
 

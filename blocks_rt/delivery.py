@@ -19,6 +19,7 @@ from typing import Any
 from .bus import DomainEvent
 from .eventlog import EventLog, LoggedEvent, Position
 from .fanout import Fanout
+from .fastpath import Emit
 from .metrics import Metrics
 from .ratelimit import StreamPacer
 from .router import route
@@ -53,36 +54,39 @@ class LocalDelivery:
         self._metrics = metrics
         self._held: dict[str, dict[str, list[LoggedEvent]]] = {}
         self._floors: dict[str, dict[str, Position]] = {}
-        self.pacer = StreamPacer(rate, self._emit_to_room)
+        self.pacer = StreamPacer(rate, self._emit_to_rooms)
 
     async def deliver(self, logged: Sequence[LoggedEvent]) -> None:
-        for item in logged:
-            await self.pacer.offer(item)
+        await self.pacer.offer(logged)
 
-    async def _emit_to_room(self, item: LoggedEvent) -> None:
-        skip: list[str] = []
-        held = self._held.get(item.stream)
-        if held:
-            for buffer in held.values():
-                buffer.append(item)
-            skip.extend(held)
-        floors = self._floors.get(item.stream)
-        if floors:
-            for sid, floor in list(floors.items()):
-                if item.position <= floor:
-                    skip.append(sid)
-                else:  # the pacer keeps a stream in log order: nothing at or below the floor follows
-                    del floors[sid]
-            if not floors:
-                del self._floors[item.stream]
-        # straight to the client manager: AsyncServer.emit only adds argument juggling on this hot path
-        await self._sio.manager.emit(item.event, item.payload, NAMESPACE, room=item.stream, skip_sid=skip or None)
-        m = self._metrics
-        m.child(m.delivered, item.event).inc()
-        m.child(m.latency, item.event).observe(max(0.0, time.time() - item.logged_at))
+    async def _emit_to_rooms(self, items: Sequence[LoggedEvent]) -> None:
+        emits = []
+        for item in items:
+            skip: list[str] = []
+            held = self._held.get(item.stream)
+            if held:
+                for buffer in held.values():
+                    buffer.append(item)
+                skip.extend(held)
+            floors = self._floors.get(item.stream)
+            if floors:
+                for sid, floor in list(floors.items()):
+                    if item.position <= floor:
+                        skip.append(sid)
+                    else:  # the pacer keeps a stream in log order: nothing at or below the floor follows
+                        del floors[sid]
+                if not floors:
+                    del self._floors[item.stream]
+            emits.append(Emit(item.event, item.payload, item.stream, skip))
+        await self._sio.manager.emit_many(NAMESPACE, emits)
+        m, now = self._metrics, time.time()
+        for event, count in Counter(item.event for item in items).items():
+            m.child(m.delivered, event).inc(count)
+        for item in items:
+            m.child(m.latency, item.event).observe(max(0.0, now - item.logged_at))
 
-    async def emit_to_socket(self, sid: str, item: LoggedEvent) -> None:
-        await self._sio.manager.emit(item.event, item.payload, NAMESPACE, room=sid)
+    async def emit_to_socket(self, sid: str, items: Sequence[LoggedEvent]) -> None:
+        await self._sio.manager.emit_many(NAMESPACE, [Emit(item.event, item.payload, sid) for item in items])
 
     def hold(self, sid: str, streams: Sequence[str]) -> None:
         """Buffer live events of `streams` for `sid` until `release` (call before joining the rooms)."""
@@ -95,9 +99,7 @@ class LocalDelivery:
             upto = replayed_upto.get(stream)
             while buffer := self._held.get(stream, {}).get(sid):
                 self._held[stream][sid] = []
-                for item in buffer:
-                    if upto is None or item.position > upto:
-                        await self.emit_to_socket(sid, item)
+                await self.emit_to_socket(sid, [item for item in buffer if upto is None or item.position > upto])
             if upto is not None and sid in self._held.get(stream, {}):
                 self._floors.setdefault(stream, {})[sid] = upto
             self._unhold(sid, stream)

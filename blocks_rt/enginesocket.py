@@ -53,19 +53,18 @@ class FastWebSocket(EngineWebSocket):  # type: ignore[misc]
         await self.handler(self)
         return self._sock
 
-    def try_write(self, frame: bytes) -> bool:
-        """Write `frame` now if the transport takes data without waiting (and frames are not compressed)."""
+    def ready_transport(self) -> asyncio.WriteTransport | None:
+        """The transport, if it takes data without waiting (and frames are not compressed)."""
         sock = self._sock
         if sock is None or sock.closed or sock.compress:
-            return False
+            return None
         writer = sock._writer  # aiohttp internals, pinned by the dependency range
         if writer is None or writer.transport is None:
-            return False
-        transport = writer.transport
+            return None
+        transport: asyncio.WriteTransport = writer.transport
         if transport.is_closing() or writer.protocol._paused:
-            return False
-        transport.write(frame)
-        return True
+            return None
+        return transport
 
 
 class LeanSocket(AsyncSocket):  # type: ignore[misc]
@@ -88,13 +87,13 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
     def queue(self, queue: asyncio.Queue[eio_packet.Packet | None]) -> None:
         self._queue = queue
 
-    def try_write(self, frame: bytes) -> bool:
-        """Write a ready frame now if nothing of this socket is queued or in flight (the fan-out's hot path)."""
+    def ready_transport(self) -> asyncio.WriteTransport | None:
+        """Where frames may be written straight away: nothing of this socket is queued or in flight."""
         ws = self.ws
         if ws is None or self.flusher is not None or self.closing:
-            return False
+            return None
         queue = self._queue
-        return (queue is None or queue.empty()) and ws.try_write(frame)
+        return ws.ready_transport() if queue is None or queue.empty() else None
 
     async def send(self, pkt: eio_packet.Packet) -> None:
         if await self.check_ping_timeout():
@@ -104,7 +103,9 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
         """Send `pkt` after everything sent before it; None closes the websocket once the queue is out."""
         if pkt is not None and self.ws is not None and self.flusher is None:
             encoded = pkt.encode()
-            if isinstance(encoded, str) and self.try_write(text_frame(encoded.encode())):
+            transport = self.ready_transport()
+            if isinstance(encoded, str) and transport is not None:
+                transport.write(text_frame(encoded.encode()))
                 return
         self.queue.put_nowait(pkt)
         if self.ws is not None and self.flusher is None:

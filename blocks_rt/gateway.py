@@ -81,6 +81,8 @@ class Gateway:
         metrics.watch("blocks_rt_socket_writes", "Event frames written to sockets, by path: direct (encoded once, "
                       "written at once) or queued (engine.io's queue)",
                       lambda: {"direct": manager.fast_writes, "queued": manager.queued_writes}, label="path")
+        metrics.watch("blocks_rt_socket_write_calls", "Direct writes to sockets (one carries every frame that a "
+                      "batch of events sends to that socket)", lambda: {"": manager.write_calls})
         metrics.watch("blocks_rt_events_coalesced", "State events superseded by a newer one under the rate limit",
                       lambda: {"": pacer.coalesced})
         self.room_host: RoomHost = LocalFanout(self.delivery.deliver)
@@ -195,8 +197,7 @@ class Gateway:
                     await self._send(sid, "stream:resync_required", msg.StreamResyncRequired(stream=stream,
                                                                                               reason=exc.reason))
                     continue
-                for item in missed:
-                    await self.delivery.emit_to_socket(sid, item)
+                await self.delivery.emit_to_socket(sid, missed)
                 self.metrics.replayed.inc(len(missed))
                 replayed_upto[stream] = missed[-1].position if missed else parse_event_id(offset)[1]
                 recovered.append(stream)

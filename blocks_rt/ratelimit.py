@@ -16,14 +16,14 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from .eventlog import LoggedEvent
 from .events import STATE_EVENTS
 
 log = logging.getLogger(__name__)
 
-Emit = Callable[[LoggedEvent], Awaitable[None]]
+Emit = Callable[[Sequence[LoggedEvent]], Awaitable[None]]
 Sleep = Callable[[float], Awaitable[None]]
 STRIKES_FORGIVEN_PER_S = 1.0
 
@@ -46,25 +46,34 @@ class StreamPacer:
         last = self._last_sent.get((item.stream, item.event))
         return 0.0 if last is None else max(0.0, last + self._interval - now)
 
-    async def offer(self, item: LoggedEvent) -> None:
-        """Send now if the stream has no backlog and the type's window is open, else queue it."""
+    async def offer(self, items: Sequence[LoggedEvent]) -> None:
+        """Send at once, in one call, each item whose stream has no backlog and whose type's window is open;
+        queue the others behind their stream's backlog."""
         if not self._interval:
-            await self._emit(item)
+            await self._emit(items)
             return
-        queue = self._queues.get(item.stream)
         now = self._clock()
-        if queue is None and self._wait_for(item, now) == 0.0:
-            self._mark(item, now)
-            await self._emit(item)
-            return
-        if queue is None:
-            queue = self._queues[item.stream] = deque()
-            self._drains[item.stream] = asyncio.create_task(self._drain(item.stream, queue))
-        if item.event in STATE_EVENTS:
-            for older in [q for q in queue if q.event == item.event]:
-                queue.remove(older)
-                self.coalesced += 1
-        queue.append(item)
+        ready, new_queues = [], []
+        for item in items:
+            queue = self._queues.get(item.stream)
+            if queue is None and self._wait_for(item, now) == 0.0:
+                self._mark(item, now)
+                ready.append(item)
+                continue
+            if queue is None:
+                queue = self._queues[item.stream] = deque()
+                new_queues.append(item.stream)
+            if item.event in STATE_EVENTS:
+                for older in [q for q in queue if q.event == item.event]:
+                    queue.remove(older)
+                    self.coalesced += 1
+            queue.append(item)
+        try:
+            if ready:
+                await self._emit(ready)
+        finally:  # drains start after the ready items are out: a stream's queued events follow its sent ones
+            for stream in new_queues:
+                self._drains[stream] = asyncio.create_task(self._drain(stream, self._queues[stream]))
 
     def _mark(self, item: LoggedEvent, now: float) -> None:
         self._last_sent[(item.stream, item.event)] = now
@@ -83,7 +92,7 @@ class StreamPacer:
                 queue.popleft()
                 self._mark(head, self._clock())
                 try:
-                    await self._emit(head)
+                    await self._emit([head])
                 except Exception:  # a failed emit must not stall the stream; the log still has it
                     log.exception("emit of %s to %s failed", head.event, stream)
         finally:

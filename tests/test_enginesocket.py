@@ -18,6 +18,8 @@ from blocks_rt.lab import Lab
 from blocks_rt.rooms import user_room
 from blocks_rt.settings import NAMESPACE
 
+MakeLab = Callable[..., Awaitable[Lab]]
+
 USERS = ["usr_amira", "usr_ben", "usr_chloe", "usr_dev", "usr_elena", "usr_farid"]
 
 
@@ -87,6 +89,39 @@ async def test_a_slow_reader_gets_every_frame_in_order_then_writes_go_direct_aga
         await sio.emit("bulk", {"seq": 300}, room=room, namespace=NAMESPACE)
         assert manager.fast_writes == direct + 1
         assert '"seq":300' in await ws.receive_str()
+
+
+async def test_a_batch_of_events_leaves_in_one_write_per_socket_in_order(make_lab: MakeLab) -> None:
+    """Fifty events published in one request: each idle websocket watcher gets them in one write (one system
+    call instead of fifty), in order; a long-polling watcher gets the same events through its queue."""
+    lab = await make_lab(event_rate=0)
+    watchers = [await lab.client(user) for user in USERS[:3]]
+    for watcher in watchers:
+        await watcher.subscribe_property("prop_palm")
+    poller = socketio.AsyncClient()
+    polled: list[int] = []
+    poller.on("property:funding_updated", lambda data: polled.append(data["property"]["soldTokens"]),
+              namespace=NAMESPACE)
+    await poller.connect(lab.url, namespaces=[NAMESPACE], auth={"token": lab.token(USERS[3])},
+                         transports=["polling"], wait_timeout=5)
+    try:
+        await poller.call("subscribe:property", {"propertyId": "prop_palm"}, namespace=NAMESPACE, timeout=5)
+        manager = lab.blocks.gateway.sio.manager
+        frames, calls, queued = manager.fast_writes, manager.write_calls, manager.queued_writes
+        sold = list(range(1, 51))
+        await lab.publish([{"event": "property.funding_updated", "data": {
+            "propertyId": "prop_palm", "property": {"id": "prop_palm", "title": "Palm", "totalTokens": 5000,
+                                                    "soldTokens": n, "availableTokens": 5000 - n,
+                                                    "fundingProgress": n / 50}}} for n in sold])
+        assert (manager.fast_writes - frames, manager.write_calls - calls) == (150, 3)
+        assert manager.queued_writes - queued == 50
+        await until(lambda: all(len(w.events("property:funding_updated")) == 50 for w in watchers) and
+                    len(polled) == 50)
+        for watcher in watchers:
+            assert [r.payload["property"]["soldTokens"] for r in watcher.events("property:funding_updated")] == sold
+        assert polled == sold
+    finally:
+        await poller.disconnect()
 
 
 @pytest.mark.parametrize("transports", [["polling"], ["polling", "websocket"]], ids=["long-polling", "upgrade"])

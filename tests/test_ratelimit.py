@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from blocks_rt.client import ClientError
@@ -44,9 +44,11 @@ class Recorder:
     def __init__(self, fake: FakeTime) -> None:
         self.fake = fake
         self.sent: list[tuple[float, LoggedEvent]] = []
+        self.calls = 0
 
-    async def __call__(self, item: LoggedEvent) -> None:
-        self.sent.append((self.fake.now, item))
+    async def __call__(self, items: Sequence[LoggedEvent]) -> None:
+        self.calls += 1
+        self.sent.extend((self.fake.now, item) for item in items)
 
     def of(self, stream: str, event: str | None = None) -> list[tuple[float, LoggedEvent]]:
         return [(t, i) for t, i in self.sent if i.stream == stream and (event is None or i.event == event)]
@@ -66,7 +68,7 @@ async def test_state_events_coalesce_to_one_per_window_and_the_latest_always_goe
     p, fake, sent = pacer(10)
     for n in range(200):  # 200 balances in one second
         await fake.advance(n * 0.005)
-        await p.offer(item(n))
+        await p.offer([item(n)])
     await fake.advance(1.5)
     times = [t for t, _ in sent.sent]
     ns = [i.payload["n"] for _, i in sent.sent]
@@ -80,7 +82,7 @@ async def test_state_events_coalesce_to_one_per_window_and_the_latest_always_goe
 async def test_discrete_events_are_delayed_in_order_never_dropped() -> None:
     p, fake, sent = pacer(10)
     for n in range(30):
-        await p.offer(item(n, TX))
+        await p.offer([item(n, TX)])
     assert len(sent.sent) == 1 and p.backlog == 29
     await fake.advance(3.5)
     assert [i.payload["n"] for _, i in sent.sent] == list(range(30))
@@ -94,8 +96,8 @@ async def test_a_stream_keeps_log_order_across_types_and_streams_do_not_wait_for
     p, fake, sent = pacer(10)
     mixed = [item(1, TX), item(2), item(3, TX), item(4), item(5, NOTE), item(6), item(7, TX)]
     for i in mixed:
-        await p.offer(i)
-    await p.offer(item(1, TX, stream="user:u2"))
+        await p.offer([i])
+    await p.offer([item(1, TX, stream="user:u2")])
     assert [i.payload["n"] for _, i in sent.of("user:u2")] == [1]  # not behind user:u1's backlog
     await fake.advance(1.0)
     order = [i.position for _, i in sent.of("user:u1")]
@@ -108,9 +110,22 @@ async def test_a_stream_keeps_log_order_across_types_and_streams_do_not_wait_for
 
 async def test_rate_zero_sends_everything_at_once() -> None:
     p, _, sent = pacer(0)
-    for n in range(50):
-        await p.offer(item(n))
+    await p.offer([item(n) for n in range(50)])
     assert [i.payload["n"] for _, i in sent.sent] == list(range(50)) and p.backlog == 0
+    assert sent.calls == 1  # one batch, one emit: the fan-out writes it to each socket at once
+
+
+async def test_a_batch_sends_what_may_go_in_one_call_and_queues_the_rest_in_order() -> None:
+    p, fake, sent = pacer(10)
+    batch = [item(1, TX), item(2, TX), item(3), item(1, TX, stream="user:u2"), item(4, NOTE)]
+    await p.offer(batch)
+    # user:u1's second TX waits for its window, and what follows it in user:u1 waits behind it.
+    assert sent.calls == 1 and [(i.stream, i.payload["n"]) for _, i in sent.sent] == [("user:u1", 1), ("user:u2", 1)]
+    assert p.backlog == 3
+    await fake.advance(0.5)
+    assert [i.payload["n"] for _, i in sent.of("user:u1")] == [1, 2, 3, 4]
+    assert p.backlog == 0
+    await p.aclose()
 
 
 def test_client_budget_refuses_with_retry_after_and_forgives_strikes_over_time() -> None:
