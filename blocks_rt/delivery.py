@@ -60,7 +60,7 @@ class LocalDelivery:
         await self.pacer.offer(logged)
 
     async def _emit_to_rooms(self, items: Sequence[LoggedEvent]) -> None:
-        emits = []
+        emits: list[Emit] = []
         for item in items:
             skip: list[str] = []
             held = self._held.get(item.stream)
@@ -77,7 +77,7 @@ class LocalDelivery:
                         del floors[sid]
                 if not floors:
                     del self._floors[item.stream]
-            emits.append(Emit(item.event, item.payload, item.stream, skip))
+            emits.append((item.event, item.payload, item.stream, skip))
         await self._sio.manager.emit_many(NAMESPACE, emits)
         m, now = self._metrics, time.time()
         for event, count in Counter(item.event for item in items).items():
@@ -86,7 +86,7 @@ class LocalDelivery:
             m.child(m.latency, item.event).observe(max(0.0, now - item.logged_at))
 
     async def emit_to_socket(self, sid: str, items: Sequence[LoggedEvent]) -> None:
-        await self._sio.manager.emit_many(NAMESPACE, [Emit(item.event, item.payload, sid) for item in items])
+        await self._sio.manager.emit_many(NAMESPACE, [(item.event, item.payload, sid, ()) for item in items])
 
     def hold(self, sid: str, streams: Sequence[str]) -> None:
         """Buffer live events of `streams` for `sid` until `release` (call before joining the rooms)."""

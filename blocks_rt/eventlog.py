@@ -61,8 +61,11 @@ class LoggedEvent:
 
 
 def stamp(delivery: Delivery, epoch: str, position: Position, logged_at: float) -> LoggedEvent:
+    """The delivery as logged; its payload (made for it by the router, used once) gets `eventId` and `stream`."""
     event_id = format_event_id(epoch, position)
-    payload = {**delivery.payload, "eventId": event_id, "stream": delivery.stream}
+    payload = delivery.payload
+    payload["eventId"] = event_id
+    payload["stream"] = delivery.stream
     return LoggedEvent(delivery.stream, delivery.event, event_id, position, payload, logged_at)
 
 

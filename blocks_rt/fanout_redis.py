@@ -29,6 +29,7 @@ from .keys import Keys
 from .metrics import Metrics
 
 log = logging.getLogger(__name__)
+MAX_RECEIVED_BATCH = 1000
 
 
 def encode(item: LoggedEvent) -> str:
@@ -140,8 +141,18 @@ class RedisFanout:
             try:
                 message = await self._pubsub.get_message(timeout=1.0)
                 backoff = 0.1
-                if message is not None:
-                    await self._handle(message)
+                # What has already arrived is taken with it and delivered as one batch: a socket then gets
+                # its events of the batch in one write, as on a single node.
+                batch: list[LoggedEvent] = []
+                while message is not None:
+                    item = self._handle(message)
+                    if item is not None:
+                        batch.append(item)
+                    if len(batch) >= MAX_RECEIVED_BATCH:
+                        break
+                    message = await self._pubsub.get_message(timeout=0.0)
+                if batch:
+                    await self._received(batch)
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
@@ -178,8 +189,7 @@ class RedisFanout:
                 await asyncio.sleep(1.0)
         while self._held:
             held, self._held = self._held, []
-            for item in held:
-                await self._accept(item)
+            await self._accept(held)
         self._held = None
         self.healthy = True  # only now: until the catch-up is done, /healthz says this node is not whole
 
@@ -193,8 +203,7 @@ class RedisFanout:
                 self._last.pop(stream, None)
                 await self._on_gap(stream, exc.reason)
                 continue
-            for item in missed:
-                await self._accept(item)
+            await self._accept(missed)
 
     async def _check(self, timeout: float = 5.0) -> None:
         """A probe through Redis back to this node: healthy only when the listener really hears."""
@@ -202,7 +211,8 @@ class RedisFanout:
         await self._redis.publish(self._probe_channel, "probe")
         await asyncio.wait_for(asyncio.shield(self._probe), timeout)
 
-    async def _handle(self, message: dict[str, Any]) -> None:
+    def _handle(self, message: dict[str, Any]) -> LoggedEvent | None:
+        """Settle a control message (subscription, probe); an event message is returned, decoded."""
         channel = message["channel"].decode() if isinstance(message["channel"], bytes) else message["channel"]
         kind = message["type"]
         if kind == "subscribe":
@@ -213,20 +223,30 @@ class RedisFanout:
             if self._probe is not None and not self._probe.done():
                 self._probe.set_result(None)
         elif kind == "message":
-            item = decode(message["data"])
             self._metrics.fanout_received.inc()
-            if self._held is not None:
-                self._held.append(item)
-            else:
-                await self._accept(item)
+            try:
+                return decode(message["data"])
+            except (ValueError, KeyError, TypeError):  # one bad message must not cost the rest of the batch
+                log.exception("fan-out message dropped")
+        return None
 
-    async def _accept(self, item: LoggedEvent) -> None:
-        """Deliver once: the live channel and a post-outage replay may both bring the same event."""
-        if item.stream not in self._hosted:
-            return
-        epoch = item.event_id.partition(":")[0]
-        last = self._last.get(item.stream)
-        if last is not None and last[0] == epoch and item.position <= last[1]:
-            return
-        self._last[item.stream] = (epoch, item.position)
-        await self._deliver([item])
+    async def _received(self, items: list[LoggedEvent]) -> None:
+        if self._held is not None:
+            self._held.extend(items)
+        else:
+            await self._accept(items)
+
+    async def _accept(self, items: Sequence[LoggedEvent]) -> None:
+        """Deliver each once: the live channel and a post-outage replay may both bring the same event."""
+        fresh = []
+        for item in items:
+            if item.stream not in self._hosted:
+                continue
+            epoch = item.event_id.partition(":")[0]
+            last = self._last.get(item.stream)
+            if last is not None and last[0] == epoch and item.position <= last[1]:
+                continue
+            self._last[item.stream] = (epoch, item.position)
+            fresh.append(item)
+        if fresh:
+            await self._deliver(fresh)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import orjson
 import socketio
@@ -24,14 +24,8 @@ from engineio import packet as eio_packet
 
 from .enginesocket import FastWebSocket, text_frame
 
-
-class Emit(NamedTuple):
-    """One event for one room (or socket id), minus the sockets in `skip`."""
-
-    event: str
-    data: Any
-    room: Any
-    skip: Sequence[str] = ()
+Emit = tuple[str, Any, Any, Sequence[str]]
+"""(event, data, room or socket id, socket ids to skip): one event for one room. A plain tuple: one per event."""
 
 
 class FastManager(socketio.AsyncManager):  # type: ignore[misc]
@@ -94,17 +88,17 @@ class FastManager(socketio.AsyncManager):  # type: ignore[misc]
             await super().emit(event, data, namespace, room=room, skip_sid=skip_sid, callback=callback, **kwargs)
             return
         skip = skip_sid if isinstance(skip_sid, list) else [] if skip_sid is None else [skip_sid]
-        await self.emit_many(namespace, [Emit(event, data, room, skip)])
+        await self.emit_many(namespace, [(event, data, room, skip)])
 
     async def emit_many(self, namespace: str, emits: Sequence[Emit]) -> None:
         """Emit in order; what goes to one idle websocket leaves in one write, each packet encoded once."""
         if namespace not in self.rooms:
             return
         try:
-            bodies = [orjson.dumps([e.event, e.data] if e.data is not None else [e.event]) for e in emits]
+            bodies = [orjson.dumps([event, data] if data is not None else [event]) for event, data, _, _ in emits]
         except TypeError:  # not plain JSON (binary attachments): the stock path handles it
-            for e in emits:
-                await super().emit(e.event, e.data, namespace, room=e.room, skip_sid=e.skip)
+            for event, data, room, skip in emits:
+                await super().emit(event, data, namespace, room=room, skip_sid=skip)
             return
         # Socket.IO EVENT "2" with its namespace, inside an Engine.IO MESSAGE "4": what packet.encode() makes.
         prefix = b"2" + (namespace.encode() + b"," if namespace != "/" else b"")
@@ -113,11 +107,11 @@ class FastManager(socketio.AsyncManager):  # type: ignore[misc]
         # Nothing is written until every packet is placed, so whether a socket is ready cannot change meanwhile.
         batches: dict[str, tuple[asyncio.WriteTransport, list[bytes]] | None] = {}
         queued: list[tuple[str, str]] = []
-        for e, body in zip(emits, bodies, strict=True):
+        for (_, _, room, skip), body in zip(emits, bodies, strict=True):
             sio_text = prefix + body
             frame = text_frame(b"4" + sio_text)
-            for sid, eio_sid in self.get_participants(namespace, e.room):
-                if sid in e.skip:
+            for sid, eio_sid in self.get_participants(namespace, room):
+                if sid in skip:
                     continue
                 try:
                     batch = batches[eio_sid]

@@ -12,8 +12,10 @@ from contextlib import AsyncExitStack, ExitStack
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 
 from blocks_rt.client import BlocksClient
+from blocks_rt.keys import Keys
 from blocks_rt.nodes import Node, NodeCluster, free_port, private_redis
 
 pytestmark = pytest.mark.timeout(120)
@@ -109,6 +111,27 @@ async def test_node_hosting_no_watcher_decodes_nothing(cluster3: NodeCluster) ->
     await watcher.wait_for("property:status_changed", count=50, timeout=15)
     assert await metric(a, "blocks_rt_fanout_received_total") >= 50
     assert await metric(b, "blocks_rt_fanout_received_total") == before_b
+    await watcher.disconnect()
+
+
+async def test_a_batch_from_another_node_arrives_as_a_batch_and_a_bad_message_costs_nothing_else(
+        cluster3: NodeCluster) -> None:
+    a, b, _ = cluster3.nodes
+    watcher = await connect(cluster3, b, "usr_dev")
+    await watcher.subscribe_property("prop_oasis")
+    redis = aioredis.Redis.from_url(cluster3.env["BLOCKS_RT_REDIS_URL"])
+    keys = Keys(cluster3.env["BLOCKS_RT_REDIS_PREFIX"])
+    try:
+        await redis.publish(keys.room_channel("property:prop_oasis"), b"{not an event")
+    finally:
+        await redis.aclose()
+    calls_before = await metric(b, "blocks_rt_socket_write_calls_total")
+    assert (await a.publish([property_status("prop_oasis", n) for n in range(50)]))[0] == 202
+    await watcher.wait_for("property:status_changed", count=50, timeout=15)
+    assert titles(watcher, "property:status_changed") == [f"status {n}" for n in range(50)]
+    # Node b read what had arrived together and wrote it to the socket together (one write per event if not).
+    assert 0 < await metric(b, "blocks_rt_socket_write_calls_total") - calls_before < 50
+    assert (await b.get("/healthz"))[0] == 200
     await watcher.disconnect()
 
 
