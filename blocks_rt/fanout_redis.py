@@ -29,7 +29,7 @@ from .keys import Keys
 from .metrics import Metrics
 
 log = logging.getLogger(__name__)
-MAX_RECEIVED_BATCH = 1000
+MAX_RECEIVED_BATCH = 256  # bounds how long the first event of a burst waits for the rest to be read
 
 
 def encode(item: LoggedEvent) -> str:
