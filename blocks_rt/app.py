@@ -63,7 +63,7 @@ def create_app(settings: Settings, *, users: UserDirectory | None = None) -> web
     fanout: Fanout = gateway.room_host  # type: ignore[assignment]
     blocks = Blocks(settings, bus, log, gateway, services, metrics, fanout)
 
-    app = web.Application(client_max_size=settings.max_publish_bytes)
+    app = web.Application(client_max_size=settings.max_publish_bytes)  # the publish API reads bodies up to this
     app[BLOCKS] = blocks
     gateway.sio.attach(app)
     api = PublishApi(bus, metrics, settings.api_key, settings.max_publish_bytes, settings.max_publish_batch)

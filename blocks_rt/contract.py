@@ -120,8 +120,7 @@ def _mode(model: type[BaseModel]) -> Mode:
 
 def _all_models() -> list[type[BaseModel]]:
     models: list[type[BaseModel]] = [*SERVER_EVENTS.values(), *msg.CLIENT_EVENTS.values(), *msg.ACKS.values(),
-                                     msg.ErrorAck,
-              msg.ConnectError]
+                                     msg.ErrorAck, msg.ConnectError]
     return list(dict.fromkeys(models))
 
 

@@ -151,8 +151,10 @@ class RedisFanout:
                     if len(batch) >= MAX_RECEIVED_BATCH:
                         break
                     message = await self._pubsub.get_message(timeout=0.0)
-                if batch:
-                    await self._received(batch)
+                if self._held is not None:  # catching up after an outage: these go out after the missed ones
+                    self._held.extend(batch)
+                elif batch:
+                    await self._accept(batch)
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
@@ -229,12 +231,6 @@ class RedisFanout:
             except (ValueError, KeyError, TypeError):  # one bad message must not cost the rest of the batch
                 log.exception("fan-out message dropped")
         return None
-
-    async def _received(self, items: list[LoggedEvent]) -> None:
-        if self._held is not None:
-            self._held.extend(items)
-        else:
-            await self._accept(items)
 
     async def _accept(self, items: Sequence[LoggedEvent]) -> None:
         """Deliver each once: the live channel and a post-outage replay may both bring the same event."""

@@ -53,29 +53,24 @@ class PublishApi:
             return _error(401, "unauthorized", "missing or wrong API key")
         if request.content_length is not None and request.content_length > self._max_bytes:
             return _error(413, "too_large", f"body over {self._max_bytes} bytes")
-        chunks, size = [], 0
         try:
-            # read() returns what has arrived so far, not the whole body: read until the end or the limit
-            while chunk := await request.content.read(self._max_bytes + 1 - size):
-                chunks.append(chunk)
-                size += len(chunk)
-                if size > self._max_bytes:
-                    return _error(413, "too_large", f"body over {self._max_bytes} bytes")
+            raw = await request.read()  # the whole body, up to the application's client_max_size (the same limit)
+        except web.HTTPRequestEntityTooLarge:
+            return _error(413, "too_large", f"body over {self._max_bytes} bytes")
         except (ValueError, OSError):
             return _error(400, "bad_body", "could not read the request body")
-        raw = b"".join(chunks)
         try:
             body = orjson.loads(raw)
         except (ValueError, RecursionError):
             return _error(400, "invalid_json", "body is not valid JSON")
-        refusal = await self._publish(body)
-        if isinstance(refusal, int):
-            return web.json_response({"accepted": refusal}, status=202)
+        outcome = await self._publish(body)
+        if isinstance(outcome, int):
+            return web.json_response({"accepted": outcome}, status=202)
         # Told apart only for refused bodies: one that validates keeps nothing deeper than the models, which
         # nest a few levels (ignored extras are dropped unread), so the walk stays off the hot path.
-        if refusal.status == 400 and isinstance(body, dict | list) and _deeper_than(body, MAX_JSON_DEPTH):
+        if outcome.status == 400 and isinstance(body, dict | list) and _deeper_than(body, MAX_JSON_DEPTH):
             return _error(400, "too_deep", f"JSON nested deeper than {MAX_JSON_DEPTH}")
-        return refusal
+        return outcome
 
     async def _publish(self, body: Any) -> web.Response | int:
         """Publish the parsed body (one event or a list), all or nothing: how many were accepted, or the refusal."""
