@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from blocks_rt.nodes import redis_available
+from blocks_rt.testing.nodes import redis_available
 
 CACHE = Path(__file__).resolve().parent / ".cache"
 

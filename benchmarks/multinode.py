@@ -29,7 +29,7 @@ from typing import Any
 
 import socketio
 
-from blocks_rt.nodes import NodeCluster, private_redis
+from blocks_rt.testing.nodes import NodeCluster, private_redis
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -40,7 +40,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 async def fanout_received(url: str) -> float:
-    from blocks_rt.nodes import Node
+    from blocks_rt.testing.nodes import Node
 
     status, text = await Node(int(url.rsplit(":", 1)[1]), {}).get("/metrics")
     match = re.search(r"^blocks_rt_fanout_received_total ([0-9.e+]+)$", text, re.MULTILINE)

@@ -22,9 +22,9 @@ from .fanout import Fanout
 from .gateway import Gateway
 from .metrics import Metrics
 from .publish_api import PublishApi
-from .services import Services
+from .reference.services import Services
+from .reference.state import Store
 from .settings import Settings
-from .state import Store
 
 
 @dataclass

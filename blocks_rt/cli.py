@@ -76,7 +76,7 @@ def serve(settings: Settings) -> None:
 
 async def demo(settings: Settings, pause_s: float = 0.4) -> list[str]:
     """Start a gateway, connect demo users, drive a short story, print what each user receives."""
-    from .lab import Lab
+    from .testing.lab import Lab
 
     lines: list[str] = []
 

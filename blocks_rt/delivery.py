@@ -17,9 +17,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .bus import DomainEvent
+from .engine.manager import Emit
 from .eventlog import EventLog, LoggedEvent, Position
 from .fanout import Fanout
-from .fastpath import Emit
 from .metrics import Metrics
 from .ratelimit import StreamPacer
 from .router import route

@@ -17,11 +17,12 @@ from typing import TYPE_CHECKING, Any
 import socketio
 from pydantic import BaseModel, ValidationError
 
-from . import fastpath
 from . import messages as msg
 from .auth import AUTH_FAILED, TokenVerifier, token_from_handshake
 from .delivery import LocalDelivery
 from .directory import UserDirectory
+from .engine.manager import install as install_fast_manager
+from .engine.server import GatewayServer
 from .errors import AuthError, BlocksError, ClientRequestError, ServiceUnavailable
 from .eventlog import EventLog, Position, ResyncReason, ResyncRequired, parse_event_id
 from .events import Connected, Model
@@ -31,7 +32,6 @@ from .presence import Presence, SocketInfo
 from .ratelimit import ClientBudget
 from .rooms import User, automatic_rooms, may_read, organization_room, property_room, room_kind
 from .settings import NAMESPACE, Settings
-from .transport import GatewayServer
 
 if TYPE_CHECKING:
     from .presence_redis import ClusterPresence
@@ -75,7 +75,7 @@ class Gateway:
             logger=False,
             engineio_logger=False,
         )
-        fastpath.install(self.sio, compress=settings.compression)
+        install_fast_manager(self.sio, compress=settings.compression)
         self.delivery = LocalDelivery(self.sio, metrics, settings.event_rate)
         manager, pacer = self.sio.manager, self.delivery.pacer
         metrics.watch("blocks_rt_socket_writes", "Event frames written to sockets, by path: direct (encoded once, "

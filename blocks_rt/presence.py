@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .deadlines import Deadline
+from .engine.deadlines import Deadline
 from .ratelimit import ClientBudget
 from .rooms import RoomKind, room_kind
 

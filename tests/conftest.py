@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from blocks_rt.lab import Lab
-from blocks_rt.nodes import private_redis
+from blocks_rt.testing.lab import Lab
+from blocks_rt.testing.nodes import private_redis
 
 
 @pytest.fixture

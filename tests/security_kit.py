@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from blocks_rt.client import BlocksClient
-from blocks_rt.lab import Lab, lab_settings
+from blocks_rt.testing.lab import Lab, lab_settings
 
 ISSUER = "https://auth.blocks.test"
 AUDIENCE = "blocks-rt"

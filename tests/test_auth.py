@@ -16,8 +16,8 @@ from samples import envelope
 
 from blocks_rt.auth import TokenVerifier, mint_token, token_from_handshake
 from blocks_rt.errors import AuthError
-from blocks_rt.lab import LAB_SECRET, Lab
 from blocks_rt.settings import NAMESPACE, Settings
+from blocks_rt.testing.lab import LAB_SECRET, Lab
 
 MakeLab = Callable[..., Awaitable[Lab]]
 # Forged tokens below use the lab's 50-byte secret with HS512 on purpose.

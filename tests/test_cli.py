@@ -15,9 +15,9 @@ import aiohttp
 
 from blocks_rt.auth import TokenVerifier
 from blocks_rt.client import BlocksClient
-from blocks_rt.lab import LAB_SECRET
-from blocks_rt.nodes import free_port
 from blocks_rt.settings import Settings
+from blocks_rt.testing.lab import LAB_SECRET
+from blocks_rt.testing.nodes import free_port
 
 CLI = str(Path(sys.executable).parent / "blocks-rt")
 

@@ -8,7 +8,7 @@ import pytest
 
 from blocks_rt.client import BlocksClient, ClientError
 from blocks_rt.events import PropertyFundingUpdated, WalletBalanceUpdated
-from blocks_rt.lab import Lab
+from blocks_rt.testing.lab import Lab
 
 MakeLab = Callable[..., Awaitable[Lab]]
 

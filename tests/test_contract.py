@@ -25,9 +25,9 @@ from blocks_rt import examples as ex
 from blocks_rt import messages as msg
 from blocks_rt.errors import ServiceUnavailable
 from blocks_rt.eventlog import Position, stamp
-from blocks_rt.lab import Lab
 from blocks_rt.router import ROUTES, route
 from blocks_rt.settings import NAMESPACE
+from blocks_rt.testing.lab import Lab
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = ROOT / "spec"

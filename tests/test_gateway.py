@@ -15,9 +15,9 @@ from samples import envelope
 
 from blocks_rt.client import BlocksClient, ClientError
 from blocks_rt.events import WIRE_EVENTS
-from blocks_rt.lab import Lab
-from blocks_rt.services import Services
+from blocks_rt.reference.services import Services
 from blocks_rt.settings import NAMESPACE
+from blocks_rt.testing.lab import Lab
 
 MakeLab = Callable[..., Awaitable[Lab]]
 SESSION_EVENTS = {"connected", "stream:resumed"}

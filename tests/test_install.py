@@ -6,7 +6,7 @@ import subprocess
 import sys
 import textwrap
 
-from blocks_rt.lab import LAB_API_KEY, LAB_SECRET
+from blocks_rt.testing.lab import LAB_API_KEY, LAB_SECRET
 
 # Packages that only the extras bring (redis, notebooks, dev).
 EXTRAS_ONLY = ("redis", "pandas", "matplotlib", "jsonschema", "hypothesis", "nbval", "nbclient", "pytest", "IPython")

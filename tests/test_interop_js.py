@@ -14,7 +14,7 @@ import pytest
 from samples import envelope
 
 from blocks_rt.events import WIRE_EVENTS
-from blocks_rt.lab import Lab
+from blocks_rt.testing.lab import Lab
 
 JS_DIR = Path(__file__).resolve().parent / "js"
 MakeLab = Callable[..., Awaitable[Lab]]

@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 
 from blocks_rt.client import BlocksClient
 from blocks_rt.keys import Keys
-from blocks_rt.nodes import Node, NodeCluster, free_port, private_redis
+from blocks_rt.testing.nodes import Node, NodeCluster, free_port, private_redis
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -11,7 +11,7 @@ import pytest
 from samples import envelope
 
 from blocks_rt.client import BlocksClient, ClientError
-from blocks_rt.lab import LAB_API_KEY, Lab
+from blocks_rt.testing.lab import LAB_API_KEY, Lab
 
 MakeLab = Callable[..., Awaitable[Lab]]
 

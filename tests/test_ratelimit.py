@@ -9,8 +9,8 @@ from typing import Any
 
 from blocks_rt.client import ClientError
 from blocks_rt.eventlog import LoggedEvent, Position
-from blocks_rt.lab import Lab
 from blocks_rt.ratelimit import ClientBudget, StreamPacer
+from blocks_rt.testing.lab import Lab
 
 MakeLab = Callable[..., Awaitable[Lab]]
 BALANCE, TX, NOTE = "wallet:balance_updated", "transaction:status_changed", "notification:new"

@@ -11,8 +11,8 @@ from decimal import Decimal
 
 from blocks_rt.client import BlocksClient, Received
 from blocks_rt.eventlog import parse_event_id
-from blocks_rt.lab import Lab
 from blocks_rt.router import route
+from blocks_rt.testing.lab import Lab
 
 MakeLab = Callable[..., Awaitable[Lab]]
 AMIRA, BEN = "user:usr_amira", "user:usr_ben"

@@ -34,7 +34,7 @@ from security_kit import (
 )
 
 from blocks_rt.auth import AUTH_FAILED
-from blocks_rt.lab import LAB_API_KEY, LAB_SECRET, Lab
+from blocks_rt.testing.lab import LAB_API_KEY, LAB_SECRET, Lab
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

@@ -24,8 +24,8 @@ from hypothesis import strategies as st
 from security_kit import BYSTANDER, LIMITS, Bystander, RawSocket, authed
 
 from blocks_rt.events import DOMAIN_EVENTS
-from blocks_rt.lab import LAB_API_KEY, Lab
 from blocks_rt.messages import CLIENT_EVENTS
+from blocks_rt.testing.lab import LAB_API_KEY, Lab
 
 T = TypeVar("T")
 EXAMPLES = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -11,9 +11,9 @@ import pytest
 from blocks_rt.bus import DomainEvent, EventBus
 from blocks_rt.errors import BusinessRuleError
 from blocks_rt.events import DOMAIN_EVENTS
-from blocks_rt.services import Services
+from blocks_rt.reference.services import Services
+from blocks_rt.reference.state import Store
 from blocks_rt.settings import DATA_DIR
-from blocks_rt.state import Store
 
 
 class Recorder:

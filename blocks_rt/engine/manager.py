@@ -3,7 +3,7 @@
 Stock python-socketio spends most of a fan-out on per-recipient machinery: a task per recipient in
 `AsyncManager.emit`, then a queue put and a wake-up of python-engineio's per-socket writer task (with a
 timer per wake-up), then a websocket frame built per socket. Here each packet and its frame are built
-once, and every idle recipient (see `enginesocket.LeanSocket`: on the websocket transport, nothing queued
+once, and every idle recipient (see `sockets.LeanSocket`: on the websocket transport, nothing queued
 or in flight, transport not paused) gets the same bytes written straight to its transport; every other
 recipient (polling, something pending, a slow reader, an upgrade in progress) takes its send queue, which
 keeps its ordering and back-pressure. The events of one batch (a publish request, a replay) are placed
@@ -22,7 +22,7 @@ import orjson
 import socketio
 from engineio import packet as eio_packet
 
-from .enginesocket import FastWebSocket, text_frame
+from .sockets import FastWebSocket, text_frame
 
 Emit = tuple[str, Any, Any, Sequence[str]]
 """(event, data, room or socket id, socket ids to skip): one event for one room. A plain tuple: one per event."""

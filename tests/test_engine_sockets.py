@@ -13,10 +13,10 @@ import pytest
 import socketio
 from security_kit import RawSocket, authed
 
-from blocks_rt.enginesocket import LeanSocket
-from blocks_rt.lab import Lab
+from blocks_rt.engine.sockets import LeanSocket
 from blocks_rt.rooms import user_room
 from blocks_rt.settings import NAMESPACE
+from blocks_rt.testing.lab import Lab
 
 MakeLab = Callable[..., Awaitable[Lab]]
 

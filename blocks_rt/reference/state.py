@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
-from .events import PropertyStatus
+from ..events import PropertyStatus
 
 
 class _Record(BaseModel):

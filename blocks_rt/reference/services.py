@@ -10,9 +10,9 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Literal
 
-from . import events as ev
-from .bus import EventBus
-from .errors import BusinessRuleError
+from .. import events as ev
+from ..bus import EventBus
+from ..errors import BusinessRuleError
 from .state import InvestmentRecord, Store, TransactionRecord, Wallet
 
 Published = list[tuple[str, ev.Model]]

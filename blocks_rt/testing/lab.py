@@ -21,12 +21,12 @@ from typing import TYPE_CHECKING, Any, Self, cast
 import aiohttp
 from aiohttp import web
 
-from .app import BLOCKS, Blocks, create_app
-from .auth import mint_token
-from .client import CONTROL_EVENTS, BlocksClient
-from .events import WIRE_EVENTS
-from .services import Services
-from .settings import Settings
+from ..app import BLOCKS, Blocks, create_app
+from ..auth import mint_token
+from ..client import CONTROL_EVENTS, BlocksClient
+from ..events import WIRE_EVENTS
+from ..reference.services import Services
+from ..settings import Settings
 
 if TYPE_CHECKING:
     import pandas as pd

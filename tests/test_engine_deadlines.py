@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from blocks_rt.deadlines import Deadlines
+from blocks_rt.engine.deadlines import Deadlines
 
 
 async def test_deadlines_run_in_time_order_and_ties_in_the_order_they_were_set() -> None:

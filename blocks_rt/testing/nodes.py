@@ -26,9 +26,9 @@ from typing import Any
 
 import aiohttp
 
-from .auth import mint_token
+from ..auth import mint_token
+from ..settings import Settings
 from .lab import LAB_API_KEY, LAB_SECRET, publish
-from .settings import Settings
 
 
 @contextmanager

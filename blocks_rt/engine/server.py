@@ -23,10 +23,10 @@ import socketio
 from aiohttp import web
 from socketio import packet
 
+from ..errors import ClientRequestError
+from ..messages import error_ack
 from .deadlines import Deadline, Deadlines
-from .enginesocket import adopt
-from .errors import ClientRequestError
-from .messages import error_ack
+from .sockets import adopt
 
 log = logging.getLogger(__name__)
 

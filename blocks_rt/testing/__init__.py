@@ -1,0 +1,1 @@
+"""Harnesses for notebooks, tests and benchmarks: a live gateway in process (`lab`), node processes (`nodes`)."""
