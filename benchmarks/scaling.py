@@ -177,6 +177,8 @@ def main() -> None:
                                                     indent=1))
     for name, rows in table.items():
         print_table(name, rows)
+    if "blocks-rt" in table:
+        print_versus(table)
     print(f"\nsummary.json and the run log in {outdir}")
 
 
@@ -198,6 +200,24 @@ def print_table(name: str, rows: dict[int, dict[str, float | None]]) -> None:
             ratio = f" ({value / first:.2f}x)" if value is not None and first else ""
             cells.append(f"{'–' if value is None else f'{value:,.2f}'}{ratio}")
         print(f"{key:>24}" + "".join(f"{c:>20}" for c in cells))
+
+
+def print_versus(table: dict[str, dict[int, dict[str, float | None]]]) -> None:
+    """How many times better blocks-rt is than each other server at each size (> 1.0 is better)."""
+    higher_better = {"connects/s"}
+    ours = table["blocks-rt"]
+    for name, rows in table.items():
+        if name == "blocks-rt":
+            continue
+        sizes = sorted(set(ours) & set(rows))
+        print(f"\nblocks-rt × {name} (> 1.0: blocks-rt better)")
+        print(f"{'':>24}" + "".join(f"{s:>12,}" for s in sizes))
+        for key in rows[sizes[0]]:
+            cells = []
+            for size in sizes:
+                a, b = ours[size].get(key), rows[size].get(key)
+                cells.append("–" if not a or not b else f"{(a / b if key in higher_better else b / a):.2f}")
+            print(f"{key:>24}" + "".join(f"{c:>12}" for c in cells))
 
 
 if __name__ == "__main__":
