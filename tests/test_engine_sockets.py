@@ -58,7 +58,8 @@ async def test_an_idle_websocket_connection_owns_no_task_and_no_queue(lab: Lab, 
         "RequestHandler.start": len(USERS), "RequestHandler._handle_request": len(USERS), "RawSocket._read": len(USERS)}
 
 
-async def test_a_slow_reader_gets_every_frame_in_order_then_writes_go_direct_again(lab: Lab) -> None:
+async def test_a_slow_reader_gets_every_frame_in_order_then_writes_go_direct_again(make_lab: MakeLab) -> None:
+    lab = await make_lab(max_socket_buffer_bytes=64 << 20)  # slow, not past the bound (see test_slow_consumer)
     sio = lab.blocks.gateway.sio
     manager = sio.manager
     room = user_room("usr_ben")
