@@ -112,6 +112,7 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
     pong_deadline: Deadline | None = None  # the outstanding ping's deadline
     queued_bytes = 0  # what waits in `queue`, roughly (the length of each packet's data)
     slow = False  # ended as a slow consumer: further messages are dropped
+    polling = False  # a long-polling GET is waiting for packets
     _queue: asyncio.Queue[eio_packet.Packet | None] | None = None
 
     @property
@@ -185,11 +186,14 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
         by a close without a CLOSE packet (the client's own close packet) answers NOOP, as Node does.
         """
         queue = self.queue
+        self.polling = True
         try:
             async with asyncio.timeout(self.server.ping_interval + self.server.ping_timeout):
                 first = await queue.get()
         except (TimeoutError, asyncio.CancelledError):
             raise exceptions.QueueEmpty() from None
+        finally:
+            self.polling = False
         self._dequeued(first)
         if first is None:
             return [eio_packet.Packet(eio_packet.NOOP)]
@@ -266,7 +270,8 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
     def _pong_overdue(self) -> None:
         self.pong_deadline = None
         if not self.closing and not self.closed:
-            self.server.spawn(self.close(wait=False, abort=False, reason=self.server.reason.PING_TIMEOUT))
+            # No CLOSE packet (Node sends none either): the peer is not listening; the websocket is closed.
+            self.server.spawn(self.close(wait=False, abort=True, reason=self.server.reason.PING_TIMEOUT))
 
     async def _websocket_handler(self, ws: FastWebSocket) -> None:
         if self.connected and not await self._upgrade(ws):
