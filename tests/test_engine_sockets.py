@@ -159,3 +159,59 @@ async def test_a_client_that_stops_answering_pings_is_closed_and_one_that_answer
     assert not lab.blocks.gateway.presence.user_socket_count("usr_amira")
     assert (await answering.call("ping"))["pong"] is True
     assert lab.blocks.gateway.presence.user_socket_count("usr_ben") == 1
+
+
+def rewards(user: str, first: int, count: int) -> list[dict[str, object]]:
+    """`count` reward events of about 2.3 KB each for `user` (a reward day's per-user events)."""
+    return [{"event": "reward.distributed", "data": {
+        "userId": user, "rewardId": f"rwd_{n}", "reward": {
+            "id": f"rwd_{n}", "amount": 1, "type": "roi", "investmentId": "inv_1", "propertyId": "prop_palm",
+            "propertyTitle": "Palm Crescent Villas", "description": "d" * 2000}}} for n in range(first, first + count)]
+
+
+async def test_a_socket_that_stops_reading_is_ended_as_a_slow_consumer_and_resumes_with_nothing_lost(
+        make_lab: MakeLab) -> None:
+    """Past its bound on unsent bytes, a socket is told `session:ended {reason: slow_consumer}` and closed, and
+    what waited for it is freed; its offsets resume it with every event. A reader of the same room gets all."""
+    lab = await make_lab(event_rate=0, log_max_events=20_000)  # the default bound: 1 MiB
+    reader = await lab.client("usr_amira")
+    gateway = lab.blocks.gateway
+    before = set(gateway.presence.sids())
+    async with aiohttp.ClientSession() as http, http.ws_connect(
+            f"{lab.url}/socket.io/?EIO=4&transport=websocket", max_msg_size=0, autoping=False) as ws:
+        await ws.receive_str()
+        await ws.send_str(f"40{NAMESPACE}," + json.dumps({"token": lab.token("usr_amira")}))
+        while "stream:resumed" not in (frame := await ws.receive_str()):
+            pass
+        offsets = json.loads(frame.split(",", 1)[1])[1]["offsets"]
+        (slow_sid,) = set(gateway.presence.sids()) - before
+        # From here this client reads nothing: its kernel buffers fill, then the server's, up to the bound.
+        published = 0
+        while slow_sid in gateway.presence.sids() and published < 20_000:
+            status, _ = await lab.publish(rewards("usr_amira", published, 100))
+            assert status == 202
+            published += 100
+            # A reader that keeps up (it shares this process's loop with the gateway: let it catch up).
+            await reader.wait_until(lambda n=published: len(reader.events("reward:distributed")) == n, timeout=30)
+        assert slow_sid not in gateway.presence.sids(), "never ended: the bound is not enforced"
+        assert len(engine_sockets(lab)) == 1, "the slow consumer's engine session (and what it buffered) is gone"
+        # Reading again: what was already on its way, then why it was ended, then the close.
+        seen: list[str] = []
+        ended = None
+        async with asyncio.timeout(20):
+            while (message := await ws.receive()).type == aiohttp.WSMsgType.TEXT:
+                if message.data.startswith(f"42{NAMESPACE},"):
+                    event, payload = json.loads(message.data.split(",", 1)[1])
+                    if event == "reward:distributed":
+                        assert ended is None
+                        seen.append(payload["eventId"])
+                    elif event == "session:ended":
+                        ended = payload
+        assert ended is not None and ended["reason"] == "slow_consumer"
+    stream = user_room("usr_amira")
+    await reader.wait_until(lambda: len(reader.events("reward:distributed")) == published, timeout=30)
+    resumed = await lab.client("usr_amira", label="resumed", offsets={stream: seen[-1] if seen else offsets[stream]})
+    await resumed.wait_until(lambda: len(seen) + len(resumed.events("reward:distributed")) >= published, timeout=30)
+    everything = [r.event_id for r in reader.events("reward:distributed")]
+    assert seen + [r.event_id for r in resumed.events("reward:distributed")] == everything
+    assert len(set(everything)) == published

@@ -102,8 +102,7 @@ class FastManager(socketio.AsyncManager):  # type: ignore[misc]
             return
         # Socket.IO EVENT "2" with its namespace, inside an Engine.IO MESSAGE "4": what packet.encode() makes.
         prefix = b"2" + (namespace.encode() + b"," if namespace != "/" else b"")
-        eio = self.server.eio
-        sockets, limit = eio.sockets, eio.max_socket_buffer_bytes
+        sockets = self.server.eio.sockets
         # Per socket, decided when first met: its transport (its frames are written together at the end) or
         # None (they take its queue). Nothing is written until every packet is placed, so whether a socket is
         # ready cannot change meanwhile.
@@ -129,13 +128,11 @@ class FastManager(socketio.AsyncManager):  # type: ignore[misc]
         for batch in batches.values():
             if batch is None:
                 continue
-            s, transport, frames = batch
+            _, transport, frames = batch
             if transport is not None:
                 transport.writelines(frames)  # one system call for a whole batch of events to this socket
                 self.fast_writes += len(frames)
                 self.write_calls += 1
-                if transport.get_write_buffer_size() > limit:  # the peer has stopped reading
-                    s.end_slow_consumer()
         self.queued_writes += len(queued)
         for s, text in queued:
             s.push(eio_packet.Packet(eio_packet.MESSAGE, text))
