@@ -260,7 +260,7 @@ class Gateway:
         await self.sio.disconnect(sid, namespace=NAMESPACE)
 
     def _slow_consumer(self, sid: str) -> tuple[str, Any] | None:
-        """The engine ends a socket that stopped reading (its unsent bytes passed the bound): say why, once."""
+        """The engine ends a socket that stopped reading (what waits for it passed the bound): say why, once."""
         info = self.presence.get(sid)
         if info is None or info.ending:
             return None

@@ -55,3 +55,20 @@ async def test_an_earlier_deadline_set_later_rearms_the_timer_and_close_forgets_
     assert len(deadlines) == 1
     deadlines.close()
     assert len(deadlines) == 0
+
+
+async def test_cancelled_deadlines_leave_the_heap_once_they_are_most_of_it() -> None:
+    """A token expiry an hour away, cancelled when its socket goes, must not stay an hour (churn would pile up)."""
+    deadlines = Deadlines()
+    ran: list[int] = []
+    kept = [deadlines.call_later(3600.0, ran.append, n) for n in range(200)]
+    for deadline in kept[:100]:
+        deadline.cancel()
+    assert len(deadlines) == 200  # half inert: kept until more than half
+    kept[100].cancel()
+    assert len(deadlines) == 99
+    deadlines.call_later(0.0, ran.append, -1).cancel()  # cancelling twice, or after running, counts once
+    fired = deadlines.call_later(0.0, ran.append, -2)
+    await asyncio.wait_for(fence(deadlines, 0.0), 5)
+    fired.cancel()
+    assert ran == [-2] and len(deadlines) == 99

@@ -16,8 +16,9 @@ Where this departs from stock, it follows the Engine.IO v4 protocol and Node's s
 - the handshake announces `pingInterval` in exact milliseconds (stock: `int(seconds) * 1000`);
 - a closed socket leaves the engine at once, so its next long-polling request gets 400; a pending
   long-poll ended by the client's close packet gets a NOOP (`6`), not an empty body;
-- a socket whose unsent bytes (its queue and its transport's buffer) pass `max_socket_buffer_bytes` is a
-  slow consumer: what waits is dropped, it is told why (`on_slow_consumer`) and closed.
+- a socket whose queue (what waits behind its paused transport) passes `max_socket_buffer_bytes` is a
+  slow consumer: what waits is dropped, it is told why (`on_slow_consumer`) and closed; the kernel's send
+  buffer of a websocket is capped at the same size (Linux would grow it to 4 MiB).
 A closing websocket that cannot flush (a vanished or non-reading peer) is aborted `pingTimeout` later.
 
 Hooks on python-engineio's socket and its aiohttp websocket wrapper, not a fork: the engine hands each new
@@ -27,6 +28,7 @@ socket to `adopt()` before it is used.
 from __future__ import annotations
 
 import asyncio
+import socket
 import struct
 import time
 from collections.abc import Callable
@@ -76,6 +78,11 @@ class FastWebSocket(EngineWebSocket):  # type: ignore[misc]
         self.request_protocol = request.protocol  # public: its transport and `writing_paused` say if a write waits
         self._sock = WebSocketResponse(max_msg_size=self.server.max_http_buffer_size, compress=self.compress)
         await self._sock.prepare(request)
+        # The kernel's share of what a stalled peer has not taken is bounded too: left alone, Linux grows a
+        # socket's send buffer up to tcp_wmem's maximum (4 MiB) on top of the bound. It doubles what it is given.
+        raw = request.transport.get_extra_info("socket") if request.transport is not None else None
+        if raw is not None:
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, max(4096, self.server.max_socket_buffer_bytes // 2))
         await self.handler(self)
         return self._sock
 
@@ -88,12 +95,6 @@ class FastWebSocket(EngineWebSocket):  # type: ignore[misc]
         if transport is None or transport.is_closing() or protocol.writing_paused:
             return None
         return transport
-
-    def unsent_bytes(self) -> int:
-        """Bytes written to the transport that the peer has not taken yet."""
-        protocol = self.request_protocol
-        transport = protocol.transport if protocol is not None else None
-        return transport.get_write_buffer_size() if transport is not None else 0
 
     def abort(self) -> None:
         """Drop the connection and whatever it still buffers (the peer stopped reading)."""
@@ -134,10 +135,6 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
         queue = self._queue
         return ws.ready_transport() if queue is None or queue.empty() else None
 
-    def unsent_bytes(self) -> int:
-        """Bytes sent to this socket that its peer has not taken: its queue and its transport's buffer."""
-        return self.queued_bytes + (self.ws.unsent_bytes() if self.ws is not None else 0)
-
     async def send(self, pkt: eio_packet.Packet) -> None:
         if await self.check_ping_timeout():
             self.push(pkt)
@@ -154,7 +151,9 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
                     transport.write(text_frame(encoded.encode()))
                     return
         self._enqueue(pkt)
-        if self.unsent_bytes() > self.server.max_socket_buffer_bytes and not self.slow:
+        # Only what waits behind a busy transport counts: a batch (a replay, a publish request) is written
+        # whole to a transport that is not paused, so its buffer holds at most the high-water mark and a batch.
+        if self.queued_bytes > self.server.max_socket_buffer_bytes and not self.slow:
             self.end_slow_consumer()
 
     def _enqueue(self, pkt: eio_packet.Packet | None) -> None:
@@ -168,7 +167,7 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
         self.queued_bytes = max(0, self.queued_bytes - _size(pkt))
 
     def end_slow_consumer(self) -> None:
-        """Past the bound on unsent bytes: drop what waits, queue the farewell, close (the log has the rest)."""
+        """Past the bound on queued bytes: drop what waits, queue the farewell, close (the log has the rest)."""
         self.slow = True
         queue = self.queue
         while not queue.empty():
