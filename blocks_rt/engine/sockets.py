@@ -110,7 +110,8 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
     connected: bool
     ws: FastWebSocket | None = None  # set once the socket is on the websocket transport
     flusher: asyncio.Task[None] | None = None  # drains `queue` while packets wait in it
-    pong_deadline: Deadline | None = None  # the outstanding ping's deadline
+    heartbeat: Deadline | None = None  # the next ping, or the outstanding ping's pong deadline
+    closing_deadline: Deadline | None = None  # when a closing websocket that cannot flush is aborted
     queued_bytes = 0  # what waits in `queue`, roughly (the length of each packet's data)
     slow = False  # ended as a slow consumer: further messages are dropped
     polling = False  # a long-polling GET is waiting for packets
@@ -226,6 +227,9 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
             self.flusher = None
             if queue.empty() and self._queue is queue:
                 self._queue = None
+            if self.ws is None and self.closing_deadline is not None:  # closed in time
+                self.closing_deadline.cancel()
+                self.closing_deadline = None
 
     async def close(self, wait: bool = True, abort: bool = False, reason: Any = None) -> None:
         """Stock close, then the transport is let go once what is queued is out, and the session forgotten.
@@ -235,17 +239,18 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
         the closed session until its monitor sweeps it (its next request was answered meanwhile).
         """
         await super().close(wait=wait, abort=abort, reason=reason)
-        if self.pong_deadline is not None:
-            self.pong_deadline.cancel()
-            self.pong_deadline = None
-        stuck = self.ws is not None and self.ready_transport() is None
+        if self.heartbeat is not None:
+            self.heartbeat.cancel()
+            self.heartbeat = None
+        if self.ws is not None and self.closing_deadline is None:
+            # A peer that does not read would keep the websocket (and its buffer) forever: it gets pingTimeout.
+            self.closing_deadline = self.server.deadlines.call_later(self.server.ping_timeout, LeanSocket._abort, self)
         self.push(None)
         if self.server.sockets.get(self.sid) is self:
             del self.server.sockets[self.sid]
-        if stuck:  # a peer that does not read would keep the websocket (and its buffer) forever
-            self.server.deadlines.call_later(self.server.ping_timeout, LeanSocket._abort, self)
 
     def _abort(self) -> None:
+        self.closing_deadline = None
         ws = self.ws
         if ws is not None:
             ws.abort()
@@ -254,20 +259,19 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
         # Same rule as stock (a new ping only after the last one was answered), a deadline instead of a task.
         if self.last_ping:
             self.last_ping = None
-            if self.pong_deadline is not None:
-                self.pong_deadline.cancel()
-                self.pong_deadline = None
-            self.server.deadlines.call_later(self.server.ping_interval, LeanSocket._ping, self)
+            if self.heartbeat is not None:
+                self.heartbeat.cancel()
+            self.heartbeat = self.server.deadlines.call_later(self.server.ping_interval, LeanSocket._ping, self)
 
     def _ping(self) -> None:
+        self.heartbeat = None
         if not self.closing and not self.closed:
             self.last_ping = time.time()
             self.push(eio_packet.Packet(eio_packet.PING))
-            self.pong_deadline = self.server.deadlines.call_later(self.server.ping_timeout,
-                                                                  LeanSocket._pong_overdue, self)
+            self.heartbeat = self.server.deadlines.call_later(self.server.ping_timeout, LeanSocket._pong_overdue, self)
 
     def _pong_overdue(self) -> None:
-        self.pong_deadline = None
+        self.heartbeat = None
         if not self.closing and not self.closed:
             # No CLOSE packet (Node sends none either): the peer is not listening; the websocket is closed.
             self.server.spawn(self.close(wait=False, abort=True, reason=self.server.reason.PING_TIMEOUT))
