@@ -21,7 +21,6 @@ from . import messages as msg
 from .auth import AUTH_FAILED, TokenVerifier, token_from_handshake
 from .delivery import LocalDelivery
 from .directory import UserDirectory
-from .engine.manager import install as install_fast_manager
 from .engine.server import GatewayServer
 from .errors import AuthError, BlocksError, ClientRequestError, ServiceUnavailable
 from .eventlog import EventLog, Position, ResyncReason, ResyncRequired, parse_event_id
@@ -71,11 +70,12 @@ class Gateway:
             http_compression=settings.compression,
             compression_threshold=1024,
             websocket_compression=settings.compression,
+            max_socket_buffer_bytes=settings.max_socket_buffer_bytes,
             allow_upgrades=True,
             logger=False,
             engineio_logger=False,
         )
-        install_fast_manager(self.sio, compress=settings.compression)
+        self.sio.on_slow_consumer(NAMESPACE, self._slow_consumer)
         self.delivery = LocalDelivery(self.sio, metrics, settings.event_rate)
         manager, pacer = self.sio.manager, self.delivery.pacer
         metrics.watch("blocks_rt_socket_writes", "Event frames written to sockets, by path: direct (encoded once, "
@@ -258,6 +258,15 @@ class Gateway:
         info.ending = True
         await self._send(sid, "session:ended", msg.SessionEnded(reason=reason, message=message))
         await self.sio.disconnect(sid, namespace=NAMESPACE)
+
+    def _slow_consumer(self, sid: str) -> tuple[str, Any] | None:
+        """The engine ends a socket that stopped reading (what waits for it passed the bound): say why, once."""
+        info = self.presence.get(sid)
+        if info is None or info.ending:
+            return None
+        info.ending = True
+        ended = msg.SessionEnded(reason="slow_consumer", message="too far behind; reconnect with your offsets")
+        return "session:ended", ended.wire()
 
     # --- token expiry during a session ----------------------------------------------------------------
     def _schedule_expiry(self, info: SocketInfo) -> None:

@@ -111,7 +111,8 @@ class AuthExpired(Model):
     message: str
 
 
-SessionEndReason = Literal["too_many_sockets", "token_expired", "rate_limit_abuse", "server_shutdown", "unavailable"]
+SessionEndReason = Literal["too_many_sockets", "token_expired", "rate_limit_abuse", "server_shutdown", "unavailable",
+                           "slow_consumer"]
 
 
 class SessionEnded(Model):

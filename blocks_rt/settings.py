@@ -53,6 +53,7 @@ class Settings:
     ping_interval_s: float = 25.0
     ping_timeout_s: float = 20.0
     max_message_bytes: int = 64 * 1024
+    max_socket_buffer_bytes: int = 1024 * 1024
     max_publish_bytes: int = 1024 * 1024
     max_publish_batch: int = 1000
     max_token_bytes: int = 8 * 1024
@@ -99,6 +100,7 @@ class Settings:
                    "MAX_CONNECT_ATTEMPTS": ("max_connect_attempts", int),
                    "PING_INTERVAL_S": ("ping_interval_s", float), "PING_TIMEOUT_S": ("ping_timeout_s", float),
                    "MAX_MESSAGE_BYTES": ("max_message_bytes", int),
+                   "MAX_SOCKET_BUFFER_BYTES": ("max_socket_buffer_bytes", int),
                    "MAX_PUBLISH_BYTES": ("max_publish_bytes", int),
                    "MAX_PUBLISH_BATCH": ("max_publish_batch", int),
                    "MAX_TOKEN_BYTES": ("max_token_bytes", int)}

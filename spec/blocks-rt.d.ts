@@ -270,7 +270,7 @@ export interface RewardDistributed {
 
 /** `session:ended`: the server is about to disconnect this socket, and why. */
 export interface SessionEnded {
-  reason: "too_many_sockets" | "token_expired" | "rate_limit_abuse" | "server_shutdown" | "unavailable";
+  reason: "too_many_sockets" | "token_expired" | "rate_limit_abuse" | "server_shutdown" | "unavailable" | "slow_consumer";
   message: string;
 }
 

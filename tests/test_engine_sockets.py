@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
@@ -43,22 +42,22 @@ async def raws() -> AsyncIterator[list[RawSocket]]:
 
 async def test_an_idle_websocket_connection_owns_no_task_and_no_queue(lab: Lab, raws: list[RawSocket]) -> None:
     """Stock python-engineio keeps four tasks and a queue per connection; here only aiohttp's own two remain."""
+    baseline = len(asyncio.all_tasks())
     raws += [await authed(lab, user) for user in USERS]
-    await lab.settle(0.3)
     sockets = engine_sockets(lab)
     assert len(sockets) == len(USERS)
-    assert all(isinstance(s, LeanSocket) and s.flusher is None and s._queue is None for s in sockets)
+    await until(lambda: all(s.flusher is None and s._queue is None for s in sockets))
+    assert all(isinstance(s, LeanSocket) for s in sockets)
     manager = lab.blocks.gateway.sio.manager
     sids = set(lab.blocks.gateway.presence.sids())
     assert len(sids) == len(USERS) and not sids & set(manager.rooms[NAMESPACE]), "a room per socket id"
-    kinds = Counter(t.get_coro().__qualname__ for t in asyncio.all_tasks())  # type: ignore[union-attr]
-    # What runs once per connection: aiohttp's connection and request tasks, and the raw client's reader
-    # (in this process). Stock engine.io would add a writer, a Queue.get, a websocket wait and a ping sleep.
-    assert {kind: n for kind, n in kinds.items() if n >= len(USERS)} == {
-        "RequestHandler.start": len(USERS), "RequestHandler._handle_request": len(USERS), "RawSocket._read": len(USERS)}
+    # What runs once per connection: aiohttp's connection and request tasks, and the raw client's reader (in
+    # this process). Stock engine.io would add a writer, a Queue.get, a websocket wait and a ping sleep.
+    await until(lambda: len(asyncio.all_tasks()) - baseline == 3 * len(USERS))
 
 
-async def test_a_slow_reader_gets_every_frame_in_order_then_writes_go_direct_again(lab: Lab) -> None:
+async def test_a_slow_reader_gets_every_frame_in_order_then_writes_go_direct_again(make_lab: MakeLab) -> None:
+    lab = await make_lab(max_socket_buffer_bytes=64 << 20)  # slow, not past the bound (see test_slow_consumer)
     sio = lab.blocks.gateway.sio
     manager = sio.manager
     room = user_room("usr_ben")
@@ -158,3 +157,59 @@ async def test_a_client_that_stops_answering_pings_is_closed_and_one_that_answer
     assert not lab.blocks.gateway.presence.user_socket_count("usr_amira")
     assert (await answering.call("ping"))["pong"] is True
     assert lab.blocks.gateway.presence.user_socket_count("usr_ben") == 1
+
+
+def rewards(user: str, first: int, count: int) -> list[dict[str, object]]:
+    """`count` reward events of about 2.3 KB each for `user` (a reward day's per-user events)."""
+    return [{"event": "reward.distributed", "data": {
+        "userId": user, "rewardId": f"rwd_{n}", "reward": {
+            "id": f"rwd_{n}", "amount": 1, "type": "roi", "investmentId": "inv_1", "propertyId": "prop_palm",
+            "propertyTitle": "Palm Crescent Villas", "description": "d" * 2000}}} for n in range(first, first + count)]
+
+
+async def test_a_socket_that_stops_reading_is_ended_as_a_slow_consumer_and_resumes_with_nothing_lost(
+        make_lab: MakeLab) -> None:
+    """Past its bound on unsent bytes, a socket is told `session:ended {reason: slow_consumer}` and closed, and
+    what waited for it is freed; its offsets resume it with every event. A reader of the same room gets all."""
+    lab = await make_lab(event_rate=0, log_max_events=20_000)  # the default bound: 1 MiB
+    reader = await lab.client("usr_amira")
+    gateway = lab.blocks.gateway
+    before = set(gateway.presence.sids())
+    async with aiohttp.ClientSession() as http, http.ws_connect(
+            f"{lab.url}/socket.io/?EIO=4&transport=websocket", max_msg_size=0, autoping=False) as ws:
+        await ws.receive_str()
+        await ws.send_str(f"40{NAMESPACE}," + json.dumps({"token": lab.token("usr_amira")}))
+        while "stream:resumed" not in (frame := await ws.receive_str()):
+            pass
+        offsets = json.loads(frame.split(",", 1)[1])[1]["offsets"]
+        (slow_sid,) = set(gateway.presence.sids()) - before
+        # From here this client reads nothing: its kernel buffers fill, then the server's, up to the bound.
+        published = 0
+        while slow_sid in gateway.presence.sids() and published < 20_000:
+            status, _ = await lab.publish(rewards("usr_amira", published, 100))
+            assert status == 202
+            published += 100
+            # A reader that keeps up (it shares this process's loop with the gateway: let it catch up).
+            await reader.wait_until(lambda n=published: len(reader.events("reward:distributed")) == n, timeout=30)
+        assert slow_sid not in gateway.presence.sids(), "never ended: the bound is not enforced"
+        assert len(engine_sockets(lab)) == 1, "the slow consumer's engine session (and what it buffered) is gone"
+        # Reading again: what was already on its way, then why it was ended, then the close.
+        seen: list[str] = []
+        ended = None
+        async with asyncio.timeout(20):
+            while (message := await ws.receive()).type == aiohttp.WSMsgType.TEXT:
+                if message.data.startswith(f"42{NAMESPACE},"):
+                    event, payload = json.loads(message.data.split(",", 1)[1])
+                    if event == "reward:distributed":
+                        assert ended is None
+                        seen.append(payload["eventId"])
+                    elif event == "session:ended":
+                        ended = payload
+        assert ended is not None and ended["reason"] == "slow_consumer"
+    stream = user_room("usr_amira")
+    await reader.wait_until(lambda: len(reader.events("reward:distributed")) == published, timeout=30)
+    resumed = await lab.client("usr_amira", label="resumed", offsets={stream: seen[-1] if seen else offsets[stream]})
+    await resumed.wait_until(lambda: len(seen) + len(resumed.events("reward:distributed")) >= published, timeout=30)
+    everything = [r.event_id for r in reader.events("reward:distributed")]
+    assert seen + [r.event_id for r in resumed.events("reward:distributed")] == everything
+    assert len(set(everything)) == published

@@ -1,11 +1,27 @@
 """The engine layer: everything of blocks-rt that reaches under python-socketio, python-engineio and aiohttp.
 
-Nothing outside this subpackage touches a private name of those libraries. What each module replaces
-upstream, and why:
+Nothing outside this subpackage touches a private name of those libraries; they are pinned exactly in
+pyproject.toml, and `tests/test_upstream_surface.py` lists every private name used here (with why, its
+signature, and a hash of the upstream source where code was copied or replaced wholesale), so an upgrade
+fails with one list. Public seams are used where they exist: the client manager is passed to
+`socketio.AsyncServer(client_manager=...)`, a websocket's transport and back-pressure are read from the
+aiohttp request's protocol (`transport`, `writing_paused`, `get_write_buffer_size()`), rooms are read with
+`bidict.items()`, queued packets go through `LeanSocket.push`. What each module replaces upstream, and why:
 
 - `server.py`: the Engine.IO and Socket.IO servers, narrowed (JSON only, packet and handshake guards,
-  prompt answers to oversized long-polling requests).
-- `sockets.py`: Engine.IO sockets that own no task while idle and write to an idle websocket directly.
+  prompt answers to oversized long-polling requests) and made to answer as Node's engine.io does where
+  python-engineio departs from the Engine.IO v4 protocol (unknown transport or method: 400; a second
+  websocket for an upgraded session: accepted and closed). Private: the Socket.IO server's packet
+  handlers (`_handle_eio_message` and the `_handle_*` it calls, `_trigger_event`, `_send_packet`), its
+  `_engineio_server_class` hook, and the engine's driver table `_async` (the only way to choose the
+  websocket class).
+- `sockets.py`: Engine.IO sockets that own no task while idle and write to an idle websocket directly;
+  exact heartbeats (a deadline per outstanding ping), exact `pingInterval` in the handshake, closed
+  sessions gone at once, and a bound on each socket's unsent bytes (slow consumers are told and closed).
+  Private: `AsyncSocket._websocket_handler` (replaced), the class swap in `adopt()` (python-engineio
+  creates its sockets itself and has no factory), and the aiohttp wrapper's `_sock`.
 - `manager.py`: the client manager's fan-out: one encoded frame per event, one write per socket per batch.
-- `deadlines.py`: one event-loop timer for every connection's handshake timeout, pings and token expiry.
+  Public names of python-socketio's manager, over its internal room structure.
+- `deadlines.py`: one event-loop timer for every connection's handshake timeout, pings, pong deadlines and
+  token expiry (no upstream names).
 """

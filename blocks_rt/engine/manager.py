@@ -22,7 +22,7 @@ import orjson
 import socketio
 from engineio import packet as eio_packet
 
-from .sockets import FastWebSocket, text_frame
+from .sockets import LeanSocket, text_frame
 
 Emit = tuple[str, Any, Any, Sequence[str]]
 """(event, data, room or socket id, socket ids to skip): one event for one room. A plain tuple: one per event."""
@@ -56,7 +56,7 @@ class FastManager(socketio.AsyncManager):  # type: ignore[misc]
         rooms = self.rooms.get(namespace, {})
         members = rooms.get(room)
         if members is not None:
-            return list(members._fwdm.items())  # a copy (as stock takes): emitting may change the room
+            return list(members.items())  # a copy (as stock takes): emitting may change the room
         eio_sid = rooms[None].get(room) if None in rooms else None
         return [(room, eio_sid)] if eio_sid is not None else []
 
@@ -103,10 +103,11 @@ class FastManager(socketio.AsyncManager):  # type: ignore[misc]
         # Socket.IO EVENT "2" with its namespace, inside an Engine.IO MESSAGE "4": what packet.encode() makes.
         prefix = b"2" + (namespace.encode() + b"," if namespace != "/" else b"")
         sockets = self.server.eio.sockets
-        # Per socket, decided when first met: its frames (written together at the end) or None, its queue.
-        # Nothing is written until every packet is placed, so whether a socket is ready cannot change meanwhile.
-        batches: dict[str, tuple[asyncio.WriteTransport, list[bytes]] | None] = {}
-        queued: list[tuple[str, str]] = []
+        # Per socket, decided when first met: its transport (its frames are written together at the end) or
+        # None (they take its queue). Nothing is written until every packet is placed, so whether a socket is
+        # ready cannot change meanwhile.
+        batches: dict[str, tuple[LeanSocket, asyncio.WriteTransport | None, list[bytes]] | None] = {}
+        queued: list[tuple[LeanSocket, str]] = []
         for (_, _, room, skip), body in zip(emits, bodies, strict=True):
             sio_text = prefix + body
             frame = text_frame(b"4" + sio_text)
@@ -117,29 +118,21 @@ class FastManager(socketio.AsyncManager):  # type: ignore[misc]
                     batch = batches[eio_sid]
                 except KeyError:
                     s = sockets.get(eio_sid)
-                    transport = s.ready_transport() if s is not None else None
-                    batch = batches[eio_sid] = (transport, []) if transport is not None else None
-                if batch is not None:
-                    batch[1].append(frame)
+                    batch = batches[eio_sid] = (s, s.ready_transport(), []) if s is not None else None
+                if batch is None:  # gone (its disconnect is on its way)
+                    continue
+                if batch[1] is not None:
+                    batch[2].append(frame)
                 else:
-                    queued.append((eio_sid, sio_text.decode()))
+                    queued.append((batch[0], sio_text.decode()))
         for batch in batches.values():
-            if batch is not None:
-                transport, frames = batch
+            if batch is None:
+                continue
+            _, transport, frames = batch
+            if transport is not None:
                 transport.writelines(frames)  # one system call for a whole batch of events to this socket
                 self.fast_writes += len(frames)
                 self.write_calls += 1
         self.queued_writes += len(queued)
-        for eio_sid, text in queued:
-            await self.server._send_eio_packet(eio_sid, eio_packet.Packet(eio_packet.MESSAGE, text))
-
-
-def install(sio: socketio.AsyncServer, compress: bool) -> None:
-    """Put the fast manager and websocket under `sio` (before it serves anything).
-
-    The engine gets its own copy of the driver table, so other servers in the process are untouched.
-    """
-    sio.manager = FastManager()
-    sio.manager.set_server(sio)
-    websocket = type("ConfiguredWebSocket", (FastWebSocket,), {"compress": compress})
-    sio.eio._async = {**sio.eio._async, "websocket": websocket}
+        for s, text in queued:
+            s.push(eio_packet.Packet(eio_packet.MESSAGE, text))

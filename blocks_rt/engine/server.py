@@ -8,14 +8,19 @@ connected is closed after `connect_timeout` (Node's `connectTimeout`), and one t
 `max_connect_attempts` namespace CONNECT packets (token guessing, namespace spraying) is closed.
 
 `GatewayEngine` answers a long-polling POST over the size limit with 413, and one without a
-Content-Length with 411, without reading the body (stock Engine.IO answers 400, or reads nothing).
+Content-Length with 411, without reading the body (stock Engine.IO answers 400, or reads nothing). It
+answers as Node's engine.io does where stock python-engineio departs from the Engine.IO v4 protocol: 400
+for a missing or unknown `transport` (stock took a missing one as polling) and for an HTTP method other
+than GET, POST or OPTIONS (stock: 405; OPTIONS stays the CORS preflight); a websocket for a session that
+is already on, or moving to, the websocket transport is accepted and closed at once (stock refused a
+second one for an upgraded session with 400, and ran two upgrades at once for an upgrading one).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any
 
 import engineio
@@ -26,7 +31,8 @@ from socketio import packet
 from ..errors import ClientRequestError
 from ..messages import error_ack
 from .deadlines import Deadline, Deadlines
-from .sockets import adopt
+from .manager import FastManager
+from .sockets import FastWebSocket, SlowConsumerHook, adopt
 
 log = logging.getLogger(__name__)
 
@@ -34,28 +40,57 @@ _ALLOWED_PACKETS = (packet.CONNECT, packet.DISCONNECT, packet.EVENT, packet.ACK)
 
 
 class GatewayEngine(engineio.AsyncServer):  # type: ignore[misc]
-    """Engine.IO server with lean sockets and prompt HTTP answers to oversized or unsized long-polling POSTs."""
+    """Engine.IO server with lean sockets, exact heartbeats and Node's answers to requests it refuses."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    _async: dict[str, Any]  # python-engineio's driver table for its async mode (aiohttp)
+
+    def __init__(self, *args: Any, max_socket_buffer_bytes: int = 1 << 20, **kwargs: Any) -> None:
+        # No monitor task: each ping has its own deadline, and a closed socket leaves `sockets` at once.
+        super().__init__(*args, monitor_clients=False, **kwargs)
         self.deadlines = Deadlines()  # every connection's deadlines: handshake, pings, token expiry
+        self.max_socket_buffer_bytes = max_socket_buffer_bytes
+        self.on_slow_consumer: SlowConsumerHook = lambda eio_sid: None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def spawn(self, coro: Any) -> None:
+        """Run `coro` in a task kept referenced until it ends (closes started from deadlines)."""
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def use_websocket(self, compress: bool) -> None:
+        """Serve websockets with FastWebSocket; in this engine's own copy of the driver table (no public seam)."""
+        websocket = type("ConfiguredWebSocket", (FastWebSocket,), {"compress": compress})
+        self._async = {**self._async, "websocket": websocket}
+
+    def attach(self, app: web.Application, engineio_path: str = "engine.io") -> None:
+        super().attach(app, engineio_path)
+        app.router.add_route("*", f"/{engineio_path.strip('/')}/", self._bad_method)
+
+    async def _bad_method(self, request: web.Request) -> web.Response:
+        return web.json_response({"code": 2, "message": "Bad request method"}, status=400)
 
     async def shutdown(self) -> None:
         self.deadlines.close()
         await super().shutdown()
-
-    async def _trigger_event(self, event: str, *args: Any, **kwargs: Any) -> Any:
-        if event == "connect":  # the socket exists and has not been used for anything but its OPEN packet
-            adopt(self.sockets[args[0]])
-        return await super()._trigger_event(event, *args, **kwargs)
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def handle_request(self, request: web.Request, *args: Any, **kwargs: Any) -> web.StreamResponse:
+        if request.query.get("transport") not in self.transports:
+            return web.json_response({"code": 0, "message": "Transport unknown"}, status=400)
         if request.method == "POST":
             length = request.content_length
             if length is None:
                 return web.Response(status=411, text="Content-Length required")
             if length > self.max_http_buffer_size:
                 return web.Response(status=413, text=f"payload over {self.max_http_buffer_size} bytes")
+        elif request.method == "GET" and request.query.get("transport") == "websocket":
+            socket = self.sockets.get(request.query.get("sid", ""))
+            if socket is not None and (socket.upgrading or socket.upgraded):
+                ws = web.WebSocketResponse()
+                await ws.prepare(request)
+                await ws.close()
+                return ws
         response: web.StreamResponse = await super().handle_request(request, *args, **kwargs)
         return response
 
@@ -69,8 +104,9 @@ class GatewayServer(socketio.AsyncServer):  # type: ignore[misc]
     """
 
     def __init__(self, *, client_events: Collection[str], connect_timeout: float, max_connect_attempts: int,
-                 **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+                 websocket_compression: bool = False, **kwargs: Any) -> None:
+        super().__init__(client_manager=FastManager(), **kwargs)
+        self.eio.use_websocket(compress=websocket_compression)
         self._client_events = frozenset(client_events)
         self._connect_timeout = connect_timeout
         self._max_connect_attempts = max_connect_attempts
@@ -81,10 +117,23 @@ class GatewayServer(socketio.AsyncServer):  # type: ignore[misc]
     def _engineio_server_class(self) -> type[engineio.AsyncServer]:
         return GatewayEngine
 
+    def on_slow_consumer(self, namespace: str, farewell: Callable[[str], tuple[str, Any] | None]) -> None:
+        """`farewell(sid)`: the last event (name, data) a slow consumer in `namespace` gets before it is closed."""
+        def hook(eio_sid: str) -> str | None:
+            sid = self.manager.sid_from_eio_sid(eio_sid, namespace)
+            last = farewell(sid) if sid is not None else None
+            if last is None:
+                return None
+            encoded: str = self.packet_class(packet.EVENT, namespace=namespace, data=list(last)).encode()
+            return encoded
+
+        self.eio.on_slow_consumer = hook
+
     # --- engine connection lifetime ---------------------------------------------------------------------
     # A handshake timer runs only while an engine connection has no namespace connected: from the engine
     # connect to the namespace connect, and again after a namespace disconnect that leaves the connection open.
     async def _handle_eio_connect(self, eio_sid: str, environ: dict[str, Any]) -> None:
+        adopt(self.eio.sockets[eio_sid])  # the socket exists and has not been used but for its OPEN packet
         await super()._handle_eio_connect(eio_sid, environ)
         self._connect_attempts[eio_sid] = 0
         self._arm_handshake_timer(eio_sid)

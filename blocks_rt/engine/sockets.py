@@ -3,30 +3,51 @@
 Stock python-engineio keeps four tasks alive for every websocket connection: a writer draining the send
 queue, the writer's `wait_for(queue.get())`, the reader's `wait_for(ws.wait())` and a ping task asleep
 between pings, each with its frames, futures and timers; and an `asyncio.Queue` (four deques and an
-event). That is a third of what a connection costs. Here the reader waits inline (a silent client is
-closed by the engine's ping-timeout monitor, and closing closes the websocket), the ping is an entry in
-the engine's heap of deadlines, and a packet to an idle socket is written straight to its transport. A
-send queue and a task to drain it exist only while packets wait behind a busy or paused transport (a
-slow reader), or while the socket is on long-polling or mid-upgrade; so per-socket order and
-back-pressure are those of the stock queue. Hooks on python-engineio's socket and its aiohttp websocket
-wrapper, not a fork: the engine hands each new socket to `adopt()` before it is used.
+event). That is a third of what a connection costs. Here the reader waits inline, the ping and its pong
+deadline are entries in the engine's heap of deadlines, and a packet to an idle socket is written straight
+to its transport. A send queue and a task to drain it exist only while packets wait behind a busy or
+paused transport (a slow reader), or while the socket is on long-polling or mid-upgrade; so per-socket
+order and back-pressure are those of the stock queue.
+
+Where this departs from stock, it follows the Engine.IO v4 protocol and Node's server:
+- a client that does not answer a ping is closed `pingTimeout` after that ping (one deadline per
+  outstanding ping), whatever its transport: at `pingInterval + pingTimeout` from its last sign of life.
+  Stock sweeps sockets once per `pingTimeout`, so a half-open one lingered up to `pingTimeout` longer;
+- the handshake announces `pingInterval` in exact milliseconds (stock: `int(seconds) * 1000`);
+- a closed socket leaves the engine at once, so its next long-polling request gets 400; a pending
+  long-poll ended by the client's close packet gets a NOOP (`6`), not an empty body;
+- a socket whose queue (what waits behind its paused transport) passes `max_socket_buffer_bytes` is a
+  slow consumer: what waits is dropped, it is told why (`on_slow_consumer`) and closed; the kernel's send
+  buffer of a websocket is capped at the same size (Linux would grow it to 4 MiB).
+A closing websocket that cannot flush (a vanished or non-reading peer) is aborted `pingTimeout` later.
+
+Hooks on python-engineio's socket and its aiohttp websocket wrapper, not a fork: the engine hands each new
+socket to `adopt()` before it is used.
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import struct
 import time
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp.web import WebSocketResponse
+from aiohttp.web_protocol import RequestHandler
 from engineio import exceptions
 from engineio import packet as eio_packet
 from engineio.async_drivers.aiohttp import WebSocket as EngineWebSocket
 from engineio.async_socket import AsyncSocket
 from engineio.payload import Payload
 
+from .deadlines import Deadline
+
 _TEXT = 0x81  # FIN + text opcode
+
+SlowConsumerHook = Callable[[str], str | None]
+"""Told an engine session id whose socket is a slow consumer; returns its last message (or None)."""
 
 
 def text_frame(payload: bytes) -> bytes:
@@ -41,30 +62,45 @@ def text_frame(payload: bytes) -> bytes:
     return header + payload
 
 
+def _size(pkt: eio_packet.Packet | None) -> int:
+    data = pkt.data if pkt is not None else None
+    return len(data) if isinstance(data, str | bytes) else 16
+
+
 class FastWebSocket(EngineWebSocket):  # type: ignore[misc]
     """engineio's aiohttp websocket, with compression as configured and a direct-write door."""
 
     compress = False
+    request_protocol: RequestHandler | None = None  # the connection's (public: transport, writing_paused)
 
     async def __call__(self, environ: dict[str, Any]) -> WebSocketResponse:
         request = environ["aiohttp.request"]
+        self.request_protocol = request.protocol  # public: its transport and `writing_paused` say if a write waits
         self._sock = WebSocketResponse(max_msg_size=self.server.max_http_buffer_size, compress=self.compress)
         await self._sock.prepare(request)
+        # The kernel's share of what a stalled peer has not taken is bounded too: left alone, Linux grows a
+        # socket's send buffer up to tcp_wmem's maximum (4 MiB) on top of the bound. It doubles what it is given.
+        raw = request.transport.get_extra_info("socket") if request.transport is not None else None
+        if raw is not None:
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, max(4096, self.server.max_socket_buffer_bytes // 2))
         await self.handler(self)
         return self._sock
 
     def ready_transport(self) -> asyncio.WriteTransport | None:
         """The transport, if it takes data without waiting (and frames are not compressed)."""
-        sock = self._sock
-        if sock is None or sock.closed or sock.compress:
+        sock, protocol = self._sock, self.request_protocol
+        if sock is None or protocol is None or sock.closed or sock.compress:
             return None
-        writer = sock._writer  # aiohttp internals, pinned by the dependency range
-        if writer is None or writer.transport is None:
-            return None
-        transport: asyncio.WriteTransport = writer.transport
-        if transport.is_closing() or writer.protocol._paused:
+        transport = protocol.transport
+        if transport is None or transport.is_closing() or protocol.writing_paused:
             return None
         return transport
+
+    def abort(self) -> None:
+        """Drop the connection and whatever it still buffers (the peer stopped reading)."""
+        protocol = self.request_protocol
+        if protocol is not None and protocol.transport is not None:
+            protocol.transport.abort()
 
 
 class LeanSocket(AsyncSocket):  # type: ignore[misc]
@@ -74,6 +110,11 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
     connected: bool
     ws: FastWebSocket | None = None  # set once the socket is on the websocket transport
     flusher: asyncio.Task[None] | None = None  # drains `queue` while packets wait in it
+    heartbeat: Deadline | None = None  # the next ping, or the outstanding ping's pong deadline
+    closing_deadline: Deadline | None = None  # when a closing websocket that cannot flush is aborted
+    queued_bytes = 0  # what waits in `queue`, roughly (the length of each packet's data)
+    slow = False  # ended as a slow consumer: further messages are dropped
+    polling = False  # a long-polling GET is waiting for packets
     _queue: asyncio.Queue[eio_packet.Packet | None] | None = None
 
     @property
@@ -101,37 +142,67 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
 
     def push(self, pkt: eio_packet.Packet | None) -> None:
         """Send `pkt` after everything sent before it; None closes the websocket once the queue is out."""
-        if pkt is not None and self.ws is not None and self.flusher is None:
-            encoded = pkt.encode()
-            transport = self.ready_transport()
-            if isinstance(encoded, str) and transport is not None:
-                transport.write(text_frame(encoded.encode()))
+        if pkt is not None:
+            if self.slow and pkt.packet_type == eio_packet.MESSAGE:
                 return
+            if self.ws is not None and self.flusher is None:
+                encoded = pkt.encode()
+                transport = self.ready_transport()
+                if isinstance(encoded, str) and transport is not None:
+                    transport.write(text_frame(encoded.encode()))
+                    return
+        self._enqueue(pkt)
+        # Only what waits behind a busy transport counts: a batch (a replay, a publish request) is written
+        # whole to a transport that is not paused, so its buffer holds at most the high-water mark and a batch.
+        if self.queued_bytes > self.server.max_socket_buffer_bytes and not self.slow:
+            self.end_slow_consumer()
+
+    def _enqueue(self, pkt: eio_packet.Packet | None) -> None:
         self.queue.put_nowait(pkt)
+        self.queued_bytes += _size(pkt)
         if self.ws is not None and self.flusher is None:
             self.flusher = asyncio.ensure_future(self._flush(self.ws))
+
+    def _dequeued(self, pkt: eio_packet.Packet | None) -> None:
+        self.queue.task_done()
+        self.queued_bytes = max(0, self.queued_bytes - _size(pkt))
+
+    def end_slow_consumer(self) -> None:
+        """Past the bound on queued bytes: drop what waits, queue the farewell, close (the log has the rest)."""
+        self.slow = True
+        queue = self.queue
+        while not queue.empty():
+            self._dequeued(queue.get_nowait())
+        farewell = self.server.on_slow_consumer(self.sid)
+        if farewell is not None:
+            self._enqueue(eio_packet.Packet(eio_packet.MESSAGE, farewell))
+        self.server.spawn(self.close(wait=False, abort=False, reason=self.server.reason.SERVER_DISCONNECT))
 
     async def poll(self) -> list[eio_packet.Packet]:
         """Stock long-poll, with at most as many packets per response as python-engineio's client decodes.
 
         Stock returns everything queued, and python-engineio's client drops the connection on a payload of
-        more than `Payload.max_decode_packets` (16); the rest waits for the next poll, in order.
+        more than `Payload.max_decode_packets` (16); the rest waits for the next poll, in order. A poll ended
+        by a close without a CLOSE packet (the client's own close packet) answers NOOP, as Node does.
         """
         queue = self.queue
+        self.polling = True
         try:
             async with asyncio.timeout(self.server.ping_interval + self.server.ping_timeout):
                 first = await queue.get()
         except (TimeoutError, asyncio.CancelledError):
             raise exceptions.QueueEmpty() from None
-        queue.task_done()
+        finally:
+            self.polling = False
+        self._dequeued(first)
         if first is None:
-            return []
+            return [eio_packet.Packet(eio_packet.NOOP)]
         packets = [first]
         while len(packets) < Payload.max_decode_packets and not queue.empty():
             pkt = queue.get_nowait()
-            queue.task_done()
+            self._dequeued(pkt)
             if pkt is None:
-                queue.put_nowait(None)
+                self._enqueue(None)
                 break
             packets.append(pkt)
         return packets
@@ -148,7 +219,7 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
                         return
                     await ws.send(pkt.encode())
                 finally:
-                    queue.task_done()
+                    self._dequeued(pkt)
         except Exception:  # the peer is gone: the reader sees the closed websocket and ends the socket
             self.ws = None
             await ws.close()
@@ -156,26 +227,54 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
             self.flusher = None
             if queue.empty() and self._queue is queue:
                 self._queue = None
+            if self.ws is None and self.closing_deadline is not None:  # closed in time
+                self.closing_deadline.cancel()
+                self.closing_deadline = None
 
     async def close(self, wait: bool = True, abort: bool = False, reason: Any = None) -> None:
-        """Stock close, then the transport is let go once what is queued is out.
+        """Stock close, then the transport is let go once what is queued is out, and the session forgotten.
 
         Stock python-engineio leaves a websocket open for the client to hang up, which a hostile or vanished
-        client never does, and leaves a pending long-poll hanging until it times out (45 s by default).
+        client never does, leaves a pending long-poll hanging until it times out (45 s by default), and keeps
+        the closed session until its monitor sweeps it (its next request was answered meanwhile).
         """
         await super().close(wait=wait, abort=abort, reason=reason)
+        if self.heartbeat is not None:
+            self.heartbeat.cancel()
+            self.heartbeat = None
+        if self.ws is not None and self.closing_deadline is None:
+            # A peer that does not read would keep the websocket (and its buffer) forever: it gets pingTimeout.
+            self.closing_deadline = self.server.deadlines.call_later(self.server.ping_timeout, LeanSocket._abort, self)
         self.push(None)
+        if self.server.sockets.get(self.sid) is self:
+            del self.server.sockets[self.sid]
+
+    def _abort(self) -> None:
+        self.closing_deadline = None
+        ws = self.ws
+        if ws is not None:
+            ws.abort()
 
     def schedule_ping(self) -> None:
         # Same rule as stock (a new ping only after the last one was answered), a deadline instead of a task.
         if self.last_ping:
             self.last_ping = None
-            self.server.deadlines.call_later(self.server.ping_interval, LeanSocket._ping, self)
+            if self.heartbeat is not None:
+                self.heartbeat.cancel()
+            self.heartbeat = self.server.deadlines.call_later(self.server.ping_interval, LeanSocket._ping, self)
 
     def _ping(self) -> None:
+        self.heartbeat = None
         if not self.closing and not self.closed:
             self.last_ping = time.time()
             self.push(eio_packet.Packet(eio_packet.PING))
+            self.heartbeat = self.server.deadlines.call_later(self.server.ping_timeout, LeanSocket._pong_overdue, self)
+
+    def _pong_overdue(self) -> None:
+        self.heartbeat = None
+        if not self.closing and not self.closed:
+            # No CLOSE packet (Node sends none either): the peer is not listening; the websocket is closed.
+            self.server.spawn(self.close(wait=False, abort=True, reason=self.server.reason.PING_TIMEOUT))
 
     async def _websocket_handler(self, ws: FastWebSocket) -> None:
         if self.connected and not await self._upgrade(ws):
@@ -194,8 +293,8 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
     async def _read(self, ws: FastWebSocket) -> None:
         """Receive until the client goes or sends what is not Engine.IO.
 
-        No read timeout of its own: a client that stops answering pings is closed by the engine's
-        monitor (`check_ping_timeout`), and `close` closes the websocket, which ends this loop.
+        No read timeout of its own: a client that stops answering pings is closed by its pong deadline,
+        and `close` closes the websocket, which ends this loop.
         """
         while True:
             try:
@@ -230,7 +329,7 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
             if probe.packet_type != eio_packet.PING or probe.data != "probe":
                 return False
             await ws.send(eio_packet.Packet(eio_packet.PONG, data="probe").encode())
-            self.queue.put_nowait(eio_packet.Packet(eio_packet.NOOP))  # ends the pending long-poll
+            self._enqueue(eio_packet.Packet(eio_packet.NOOP))  # ends the pending long-poll
             upgrade = eio_packet.Packet(encoded_packet=await ws.wait())
             return bool(upgrade.packet_type == eio_packet.UPGRADE)
         except (OSError, ValueError, TypeError, IndexError):
@@ -240,7 +339,19 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
 
 
 def adopt(socket: AsyncSocket) -> LeanSocket:
-    """Make a socket python-engineio just created a LeanSocket (same state; the queue becomes lazy)."""
+    """Make a socket python-engineio just created a LeanSocket (same state; the queue becomes lazy).
+
+    Its queue holds the OPEN packet alone: `pingInterval` is set there in exact milliseconds (stock
+    announces `int(seconds) * 1000`, so 0.3 s went out as 0).
+    """
     socket.__class__ = LeanSocket
-    socket._queue = socket.__dict__.pop("queue")
-    return socket  # type: ignore[no-any-return]
+    queue = socket.__dict__.pop("queue")
+    opening = queue.get_nowait()
+    queue.task_done()
+    server = socket.server
+    opening.data["pingInterval"] = round((server.ping_interval + server.ping_interval_grace_period) * 1000)
+    queue.put_nowait(opening)
+    lean: LeanSocket = socket
+    lean._queue = queue
+    lean.queued_bytes = _size(opening)
+    return lean

@@ -1,0 +1,186 @@
+"""What blocks-rt relies on beneath python-socketio, python-engineio and aiohttp, checked in one place.
+
+`blocks_rt/engine/` reaches under those libraries where they have no public seam. Each such name is
+listed here with why it is used; an upgrade that removes one, changes its signature, or (for upstream
+code that was copied or replaced wholesale, and for behaviour the engine's overrides assume) changes its
+source, fails with one list of what to re-read. To upgrade: bump the pins in pyproject.toml, run this
+file, re-read each listed upstream function against the engine's version, then update the hashes.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import hashlib
+import importlib
+import inspect
+import re
+import tomllib
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+
+import engineio
+import socketio
+from bidict import bidict
+from engineio.async_drivers import aiohttp as engineio_aiohttp
+from engineio.async_socket import AsyncSocket
+
+from blocks_rt.engine.sockets import LeanSocket
+from blocks_rt.testing.lab import Lab
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """A name under an upstream library: where it is, its signature, and the hash of its source if copied."""
+
+    path: str  # module:Qualified.name
+    why: str
+    signature: str | None = None
+    source_sha256: str | None = None  # first 16 hex digits; set for copied or wholesale-replaced code
+
+    def resolve(self) -> object:
+        module, _, qualname = self.path.partition(":")
+        obj: object = importlib.import_module(module)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+        return obj
+
+
+SURFACE = [
+    # python-engineio: the server
+    Upstream("engineio.async_server:AsyncServer._handle_connect", "adopt() assumes the OPEN packet is the only "
+             "thing queued when the 'connect' event fires, and that schedule_ping() follows it",
+             "(self, environ, transport, jsonp_index=None)", "5bd7edc1d1ae115a"),
+    Upstream("engineio.async_server:AsyncServer.handle_request", "GatewayEngine answers some requests before it "
+             "(unknown transport, second websocket); the rest of its branches are relied on as they are",
+             "(self, *args, **kwargs)", "1a8c878e35166cfe"),
+    Upstream("engineio.async_server:AsyncServer.attach", "GatewayEngine adds a catch-all route next to its routes",
+             "(self, app, engineio_path='engine.io')"),
+    # python-engineio: the socket (LeanSocket's base; adopt() swaps the class of a live socket)
+    Upstream("engineio.async_socket:AsyncSocket._websocket_handler", "replaced by LeanSocket's (reader inline, "
+             "no writer task)", "(self, ws)", "27f120df4d717a24"),
+    Upstream("engineio.async_socket:AsyncSocket._upgrade_websocket", "makes the websocket from the driver table "
+             "`_async['websocket']` that GatewayEngine.use_websocket fills", "(self, environ)", "820b83efe96adb98"),
+    Upstream("engineio.async_socket:AsyncSocket.schedule_ping", "replaced: a deadline instead of a task",
+             "(self)", "fe316639159cd70d"),
+    Upstream("engineio.async_socket:AsyncSocket.poll", "replaced: bounded payloads, NOOP on a client close",
+             "(self)", "826f58a9f3606db2"),
+    Upstream("engineio.async_socket:AsyncSocket.close", "extended: LeanSocket.close calls it, then ends the "
+             "transport and the session", "(self, wait=True, abort=False, reason=None)", "faa2e93902543244"),
+    Upstream("engineio.async_socket:AsyncSocket.receive", "calls schedule_ping() on PONG and close() on CLOSE",
+             "(self, pkt)", "a91ae36ec2fb5340"),
+    Upstream("engineio.async_socket:AsyncSocket.send", "replaced by LeanSocket.send (push, no queue put)",
+             "(self, pkt)", "0437276ccba7ab09"),
+    Upstream("engineio.async_socket:AsyncSocket.check_ping_timeout", "still called on each send",
+             "(self)", "77616d5ca7809257"),
+    # python-engineio: the aiohttp websocket wrapper (FastWebSocket's base)
+    Upstream("engineio.async_drivers.aiohttp:WebSocket.__init__", "sets handler, server and _sock, which "
+             "FastWebSocket reads", "(self, handler, server)", "0e6678cb390117e0"),
+    Upstream("engineio.async_drivers.aiohttp:WebSocket.__call__", "copied into FastWebSocket.__call__ (with "
+             "compression as configured and the request's protocol kept)", "(self, environ)", "71f9a94476d737c3"),
+    # python-socketio: the server (GatewayServer's base)
+    Upstream("socketio.async_server:AsyncServer._engineio_server_class", "GatewayServer returns GatewayEngine",
+             "(self)"),
+    Upstream("socketio.async_server:AsyncServer._handle_eio_connect", "extended: adopt() and the handshake timer",
+             "(self, eio_sid, environ)"),
+    Upstream("socketio.async_server:AsyncServer._handle_eio_disconnect", "extended: the handshake timer",
+             "(self, eio_sid, reason)"),
+    Upstream("socketio.async_server:AsyncServer._trigger_event", "extended: re-arm the handshake timer after a "
+             "namespace disconnect", "(self, event, namespace, *args)"),
+    Upstream("socketio.async_server:AsyncServer._handle_eio_message", "replaced: JSON-only packet guards",
+             "(self, eio_sid, data)", "bef50fc0e1635921"),
+    Upstream("socketio.async_server:AsyncServer._handle_connect", "called by the guards",
+             "(self, eio_sid, namespace, data)"),
+    Upstream("socketio.async_server:AsyncServer._handle_disconnect", "called by the guards",
+             "(self, eio_sid, namespace, reason=None)"),
+    Upstream("socketio.async_server:AsyncServer._handle_event", "extended: only the gateway's client events",
+             "(self, eio_sid, namespace, id, data)"),
+    Upstream("socketio.async_server:AsyncServer._handle_ack", "called by the guards",
+             "(self, eio_sid, namespace, id, data)"),
+    Upstream("socketio.async_server:AsyncServer._send_packet", "CONNECT_ERROR and unknown-event acks",
+             "(self, eio_sid, pkt)"),
+    # python-socketio: the client manager (FastManager's base); public names, internal structures
+    Upstream("socketio.base_manager:BaseManager.basic_disconnect", "copied into FastManager.basic_disconnect "
+             "(rooms from its index)", "(self, sid, namespace, **kwargs)", "2933b50bc4b2ea7b"),
+    Upstream("socketio.base_manager:BaseManager.get_participants", "replaced: no room per socket id",
+             "(self, namespace, room)", "7d78ad681c95de5b"),
+    Upstream("socketio.base_manager:BaseManager.basic_enter_room", "extended: the per-socket room index",
+             "(self, sid, namespace, room, eio_sid=None)"),
+    Upstream("socketio.base_manager:BaseManager.basic_leave_room", "extended: the per-socket room index",
+             "(self, sid, namespace, room)"),
+    Upstream("socketio.base_manager:BaseManager.get_rooms", "replaced: from the index", "(self, sid, namespace)"),
+    Upstream("socketio.async_manager:AsyncManager.emit", "extended: plain JSON emits take emit_many",
+             "(self, event, data, namespace, room=None, skip_sid=None, callback=None, to=None, **kwargs)"),
+]
+
+
+def source_hash(obj: object) -> str:
+    return hashlib.sha256(inspect.getsource(obj).encode()).hexdigest()[:16]  # type: ignore[arg-type]
+
+
+def test_the_installed_versions_are_the_pinned_ones() -> None:
+    dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    pins = dict(re.fullmatch(r"([\w-]+)(?:\[[\w,]+\])?==([\w.]+)", d).groups() for d in dependencies  # type: ignore[union-attr]
+                if "==" in d)
+    assert set(pins) >= {"python-socketio", "python-engineio", "aiohttp", "bidict"}
+    assert {name: version(name) for name in pins} == pins
+
+
+def test_every_upstream_name_the_engine_relies_on_is_as_it_was() -> None:
+    changed = []
+    for entry in SURFACE:
+        try:
+            obj = entry.resolve()
+        except AttributeError:
+            changed.append(f"{entry.path}: gone ({entry.why})")
+            continue
+        if entry.signature is not None and str(inspect.signature(obj)) != entry.signature:  # type: ignore[arg-type]
+            changed.append(f"{entry.path}: signature {inspect.signature(obj)} != {entry.signature}")  # type: ignore[arg-type]
+        if entry.source_sha256 is not None and source_hash(obj) != entry.source_sha256:
+            changed.append(f"{entry.path}: source changed ({source_hash(obj)}); re-read it against blocks_rt/engine "
+                           f"({entry.why})")
+    assert changed == [], "upstream changed under blocks_rt/engine:\n" + "\n".join(changed)
+
+
+async def test_the_private_state_the_engine_reads_is_there(lab: Lab) -> None:
+    """Attributes (not functions) the engine reads or writes, seen on a live gateway."""
+    sio = lab.blocks.gateway.sio
+    eio = sio.eio
+    # The driver table python-engineio picks the websocket class from (no public seam to replace it).
+    assert issubclass(eio._async["websocket"], engineio_aiohttp.WebSocket)
+    assert eio._async is not engineio_aiohttp._async, "the engine's own copy, other servers untouched"
+    # adopt(): a new socket's queue is an instance attribute, and its class can be swapped.
+    raw = AsyncSocket(eio, "probe")
+    assert isinstance(raw.__dict__["queue"], asyncio.Queue)
+    assert not hasattr(AsyncSocket, "__slots__") and issubclass(LeanSocket, AsyncSocket)
+    for name in ("last_ping", "connected", "upgraded", "upgrading", "closing", "closed", "sid", "server"):
+        assert hasattr(raw, name), name
+    for name in ("ping_interval", "ping_interval_grace_period", "ping_timeout", "max_http_buffer_size",
+                 "transports", "sockets", "reason"):
+        assert hasattr(eio, name), name
+    # FastManager: python-socketio's rooms are bidicts (sid -> eio sid), iterated through items().
+    await lab.client("usr_amira")
+    rooms = sio.manager.rooms["/mobile"]
+    assert all(isinstance(members, bidict) for room, members in rooms.items() if room is not None)
+    for name in ("callbacks", "pending_connect", "pending_disconnect", "server"):
+        assert hasattr(sio.manager, name), name
+    assert socketio.AsyncServer.__init__.__code__.co_varnames[1] == "client_manager"
+    assert isinstance(engineio.payload.Payload.max_decode_packets, int)
+
+
+def test_nothing_outside_the_engine_touches_an_upstream_private_name() -> None:
+    """Outside blocks_rt/engine/, an underscored attribute is only ever read on our own objects."""
+    allowed = {("metrics.py", "_name")}  # prometheus-client's metric name: not under the engine's libraries
+    found = []
+    for path in sorted((ROOT / "blocks_rt").rglob("*.py")):
+        if "engine" in path.relative_to(ROOT / "blocks_rt").parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")
+                    and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))
+                    and (path.name, node.attr) not in allowed):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno} .{node.attr}")
+    assert found == []
