@@ -184,12 +184,12 @@ def test_error_codes_are_documented(asyncapi_doc: dict[str, Any]) -> None:
 
 
 def _calls(modules: str = "*") -> list[ast.Call]:
-    return [node for path in sorted((ROOT / "blocks_rt").glob(f"{modules}.py"))
+    return [node for path in sorted((ROOT / "blocks_rt").rglob(f"{modules}.py"))
             for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.Call)]
 
 
 def _codes(error: str, modules: str = "*") -> set[str]:
-    """Every literal `code="..."` passed to `error(...)` in blocks_rt/<modules>.py."""
+    """Every literal `code="..."` passed to `error(...)` in blocks_rt/**/<modules>.py."""
     return {kw.value.value for node in _calls(modules) if getattr(node.func, "id", None) == error
             for kw in node.keywords if kw.arg == "code" and isinstance(kw.value, ast.Constant)}
 
