@@ -24,6 +24,7 @@ from aiohttp import web
 from ..app import BLOCKS, Blocks, create_app
 from ..auth import mint_token
 from ..client import CONTROL_EVENTS, BlocksClient
+from ..directory import UserDirectory
 from ..events import WIRE_EVENTS
 from ..reference.services import Services
 from ..settings import Settings
@@ -75,9 +76,11 @@ class Lab:
         self._extra_clients: list[BlocksClient] = []
 
     @classmethod
-    async def start(cls, settings: Settings | None = None, **overrides: Any) -> Lab:
+    async def start(cls, settings: Settings | None = None, *, users: UserDirectory | None = None,
+                    **overrides: Any) -> Lab:
+        """A gateway on `settings` (or the lab's, with `overrides`), over `users` (or the demo users)."""
         settings = settings or lab_settings(**overrides)
-        app = create_app(settings)
+        app = create_app(settings, users=users)
         runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=2.0)
         await runner.setup()
         await web.TCPSite(runner, settings.host, settings.port).start()
