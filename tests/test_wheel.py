@@ -9,6 +9,7 @@ only the wheel itself is installed into it.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -28,9 +29,13 @@ def run(*args: str | Path, cwd: Path, env: dict[str, str] | None = None,
 
 
 def test_the_wheel_installed_in_a_fresh_venv_runs_the_demo_on_its_packaged_data(tmp_path: Path) -> None:
-    dist = tmp_path / "dist"
+    # Built from a copy: setuptools builds in the source tree, and a stale build/ there could leak into the wheel.
+    source, dist = tmp_path / "source", tmp_path / "dist"
+    shutil.copytree(ROOT / "blocks_rt", source / "blocks_rt", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
     run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q",
-        "-w", dist, ROOT, cwd=tmp_path)
+        "-w", dist, source, cwd=tmp_path)
     [wheel] = dist.glob("blocks_rt-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {f"blocks_rt/reference/data/{n}.json" for n in ("users", "wallets", "properties", "investments")} <= names
