@@ -23,7 +23,7 @@ from aiohttp import web
 
 from ..app import BLOCKS, Blocks, create_app
 from ..auth import mint_token
-from ..client import CONTROL_EVENTS, BlocksClient
+from ..client import CONTROL_EVENTS, BlocksClient, Received
 from ..directory import UserDirectory
 from ..events import WIRE_EVENTS
 from ..reference.services import Services
@@ -50,6 +50,11 @@ def masked(payload: Any) -> Any:
     if isinstance(payload, list):
         return [masked(v) for v in payload]
     return payload
+
+
+def besides_welcome(client: BlocksClient) -> list[Received]:
+    """What `client` received besides the welcome every connect gets (`connected`, `stream:resumed`)."""
+    return [r for r in client.received if r.event not in _SESSION_EVENTS]
 
 
 def lab_settings(**overrides: Any) -> Settings:
