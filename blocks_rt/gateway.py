@@ -25,12 +25,11 @@ from .engine.manager import install as install_fast_manager
 from .engine.server import GatewayServer
 from .errors import AuthError, BlocksError, ClientRequestError, ServiceUnavailable
 from .eventlog import EventLog
-from .events import Model
 from .fanout import RoomHost
 from .metrics import Metrics
 from .presence import ClusterPresence, Presence, SocketInfo
 from .ratelimit import ClientBudget
-from .rooms import User, automatic_rooms, may_read, organization_room, property_room, room_kind
+from .rooms import RoomKind, User, automatic_rooms, may_read, organization_room, property_room, room_kind
 from .settings import NAMESPACE, Settings
 
 log = logging.getLogger(__name__)
@@ -43,7 +42,7 @@ ROOM_OF: dict[type[BaseModel], Callable[[Any], str]] = {
     msg.SubscribeOrganization: lambda request: organization_room(request.org_id),
 }
 """The room a (un)subscribe request names, by its message type."""
-FORBIDDEN = {"organization": "only admins of this organization may subscribe"}
+FORBIDDEN: dict[RoomKind | None, str] = {"organization": "only admins of this organization may subscribe"}
 
 
 def socketio_server(settings: Settings) -> GatewayServer:
@@ -82,7 +81,7 @@ class Gateway:
         """`presence` is this node's sockets, `cluster` counts them over every node (the same, embedded)."""
         self.settings = settings
         self.users = users
-        self.log = event_log
+        self.event_log = event_log
         self.metrics = metrics
         self.verifier = TokenVerifier(settings)
         self.sio = sio
@@ -198,9 +197,6 @@ class Gateway:
             log.exception("resume of %s failed", sid)
             await self.end_session(sid, "unavailable", "could not resume your streams; reconnect")
 
-    async def _send(self, sid: str, event: str, payload: Model) -> None:
-        await self.sio.emit(event, payload.wire(), to=sid, namespace=NAMESPACE)
-
     async def _join(self, sid: str, room: str) -> None:
         await self.sio.enter_room(sid, room, namespace=NAMESPACE)
         await self.room_host.join(room)
@@ -233,7 +229,7 @@ class Gateway:
         if info is None or info.ending:
             return
         info.ending = True
-        await self._send(sid, "session:ended", msg.SessionEnded(reason=reason, message=message))
+        await self.delivery.send(sid, "session:ended", msg.SessionEnded(reason=reason, message=message))
         await self.sio.disconnect(sid, namespace=NAMESPACE)
 
     # --- token expiry during a session ----------------------------------------------------------------
@@ -249,8 +245,8 @@ class Gateway:
             return
         grace = self.settings.token_refresh_grace_s
         info.timer = self.sio.eio.deadlines.call_later(grace, self._on_grace_over, sid)
-        self._spawn(self._send(sid, "auth:expired", msg.AuthExpired(grace_seconds=grace,
-                                                                    message="send auth:refresh")))
+        expired = msg.AuthExpired(grace_seconds=grace, message="send auth:refresh")
+        self._spawn(self.delivery.send(sid, "auth:expired", expired))
 
     def _on_grace_over(self, sid: str) -> None:
         if self.presence.get(sid) is not None:
@@ -290,13 +286,13 @@ class Gateway:
             raise ClientRequestError("too many property subscriptions", code="subscription_limit", limit=limit)
         user = await self.users.get(info.user_id)
         if user is None or not may_read(user, room):
-            raise ClientRequestError(FORBIDDEN.get(str(kind), "you may not read this room"), code="forbidden")
+            raise ClientRequestError(FORBIDDEN.get(kind, "you may not read this room"), code="forbidden")
         if room in info.subscriptions:
-            offset = await self.log.head(room)
+            offset = await self.event_log.head(room)
         else:
             info.subscriptions |= {room}
             offset = await self.delivery.join_live(info.sid, room, lambda: self._join(info.sid, room))
-        latest = await self.log.latest(room, "property:funding_updated") if kind == "property" else None
+        latest = await self.event_log.latest(room, "property:funding_updated") if kind == "property" else None
         funding = latest.payload["property"] if latest else None
         return msg.SubscribeAck(room=room, funding=funding, offset=offset).wire()
 
