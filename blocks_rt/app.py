@@ -1,6 +1,8 @@
 """Wiring: `create_app(settings)` builds the aiohttp application with the gateway, bus, log and services.
 
-Long-lived resources are started and stopped in `app.cleanup_ctx`, in order, and reversed on shutdown.
+Construction happens in one place and in one order: the event log, the Socket.IO server and local delivery,
+then the backends the settings choose (local twins, or Redis), then the gateway with them. Long-lived
+resources are started and stopped in `app.cleanup_ctx`, in order, and reversed on shutdown.
 """
 
 from __future__ import annotations
@@ -9,22 +11,28 @@ import os
 import secrets
 import socket
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, aclosing
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from aiohttp import web
 
 from .bus import EventBus
-from .delivery import Dispatcher
+from .delivery import Dispatcher, LocalDelivery
 from .directory import JsonUserDirectory, UserDirectory
 from .eventlog import EventLog, MemoryEventLog
-from .fanout import Fanout
-from .gateway import Gateway
+from .fanout import Fanout, LocalFanout, RoomHost
+from .gateway import Gateway, socketio_server
 from .metrics import Metrics
+from .presence import ClusterPresence, LocalClusterPresence, Presence
 from .publish_api import PublishApi
 from .reference.services import Services
 from .reference.state import Store
 from .settings import Settings
+
+
+class HostingFanout(Fanout, RoomHost, Protocol):
+    """A fan-out that also learns which rooms this node hosts (both backends are)."""
 
 
 @dataclass
@@ -43,6 +51,15 @@ class Blocks:
 BLOCKS = web.AppKey("blocks", Blocks)
 
 
+@dataclass
+class Backends:
+    """The seams the settings choose: the local twins in the embedded mode, Redis across nodes."""
+
+    fanout: HostingFanout
+    cluster: ClusterPresence
+    resources: list[AbstractAsyncContextManager[Any]]  # started in order at startup, stopped in reverse
+
+
 def _event_log(settings: Settings) -> EventLog:
     if settings.redis_url:
         from .eventlog_redis import RedisEventLog
@@ -52,25 +69,51 @@ def _event_log(settings: Settings) -> EventLog:
     return MemoryEventLog(settings.log_max_events, settings.log_max_age_s)
 
 
+def _local(delivery: LocalDelivery, presence: Presence) -> Backends:
+    """One node: fan-out is a direct call, and the cluster's presence is this node's."""
+    return Backends(LocalFanout(delivery.deliver), LocalClusterPresence(presence), [])
+
+
+def _redis(settings: Settings, event_log: EventLog, delivery: LocalDelivery, metrics: Metrics) -> Backends:
+    """Multi-node mode: per-room fan-out and cluster presence over Redis."""
+    import redis.asyncio as aioredis
+
+    from .fanout_redis import RedisFanout
+    from .keys import Keys
+    from .presence_redis import RedisClusterPresence
+
+    keys = Keys(settings.redis_prefix)
+    node_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+    client = aioredis.from_url(settings.redis_url or "", socket_timeout=5, socket_connect_timeout=2)
+    fanout = RedisFanout(client, keys, delivery.deliver, event_log, metrics, on_gap=delivery.resync_room,
+                         per_room=settings.fanout == "rooms")
+    cluster = RedisClusterPresence(client, keys, node_id)
+    return Backends(fanout, cluster, [aclosing(client), fanout, cluster])
+
+
 def create_app(settings: Settings, *, users: UserDirectory | None = None) -> web.Application:
     """The gateway as an aiohttp application (Socket.IO at /socket.io/, namespace /mobile)."""
     metrics = Metrics()
     bus = EventBus()
-    log = _event_log(settings)
+    event_log = _event_log(settings)
     users = users or JsonUserDirectory.from_file(settings.users_file)
-    gateway = Gateway(settings, users, log, metrics)
+    sio = socketio_server(settings)
+    delivery = LocalDelivery(sio.manager, event_log, metrics, settings.event_rate)
+    presence = Presence()
+    backends = _redis(settings, event_log, delivery, metrics) if settings.redis_url else _local(delivery, presence)
+    gateway = Gateway(settings, users, metrics, sio=sio, delivery=delivery, event_log=event_log,
+                      room_host=backends.fanout, presence=presence, cluster=backends.cluster)
     services = Services(Store.load(settings.data_dir), bus)
-    fanout: Fanout = gateway.room_host  # type: ignore[assignment]
-    blocks = Blocks(settings, bus, log, gateway, services, metrics, fanout)
+    blocks = Blocks(settings, bus, event_log, gateway, services, metrics, backends.fanout)
 
     app = web.Application(client_max_size=settings.max_publish_bytes)  # the publish API reads bodies up to this
     app[BLOCKS] = blocks
-    gateway.sio.attach(app)
+    sio.attach(app)
     api = PublishApi(bus, metrics, settings.api_key, settings.max_publish_bytes, settings.max_publish_batch)
     app.router.add_routes(api.routes())
     app.router.add_get("/healthz", _healthz)
 
-    async def presence(request: web.Request) -> web.Response:
+    async def user_presence(request: web.Request) -> web.Response:
         """Is a user online anywhere in the cluster (e.g. push notification or not)? Backend only."""
         if not api.authorized(request):
             return web.json_response({"error": {"code": "unauthorized", "message": "missing or wrong API key"}},
@@ -78,14 +121,14 @@ def create_app(settings: Settings, *, users: UserDirectory | None = None) -> web
         user_id = request.match_info["user_id"]
         return web.json_response({"userId": user_id, "sockets": await gateway.user_socket_count(user_id)})
 
-    app.router.add_get("/api/presence/{user_id}", presence)
+    app.router.add_get("/api/presence/{user_id}", user_presence)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            await stack.enter_async_context(log)
-            if settings.redis_url:
-                await stack.enter_async_context(_cluster(settings, blocks))
-            bus.subscribe(Dispatcher(log, blocks.fanout, metrics))
+            await stack.enter_async_context(event_log)
+            for resource in backends.resources:
+                await stack.enter_async_context(resource)
+            bus.subscribe(Dispatcher(event_log, backends.fanout, metrics))
             yield
             await gateway.aclose()
 
@@ -95,30 +138,6 @@ def create_app(settings: Settings, *, users: UserDirectory | None = None) -> web
     app.cleanup_ctx.append(lifecycle)
     app.on_shutdown.append(drain)
     return app
-
-
-@asynccontextmanager
-async def _cluster(settings: Settings, blocks: Blocks) -> AsyncIterator[None]:
-    """Multi-node mode: per-room fan-out and cluster presence over Redis."""
-    import redis.asyncio as aioredis
-
-    from .fanout_redis import RedisFanout
-    from .keys import Keys
-    from .presence_redis import ClusterPresence
-
-    keys = Keys(settings.redis_prefix)
-    node_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
-    client = aioredis.from_url(settings.redis_url or "", socket_timeout=5, socket_connect_timeout=2)
-    gateway = blocks.gateway
-    try:
-        fanout = RedisFanout(client, keys, gateway.delivery.deliver, blocks.log, blocks.metrics,
-                             on_gap=gateway.resync_room, per_room=settings.fanout == "rooms")
-        async with fanout, ClusterPresence(client, keys, node_id) as cluster:
-            blocks.fanout = gateway.room_host = fanout
-            gateway.cluster = cluster
-            yield
-    finally:
-        await client.aclose()
 
 
 async def _healthz(request: web.Request) -> web.Response:

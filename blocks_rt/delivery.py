@@ -5,7 +5,9 @@ does with logged events: pace them per stream and emit them to the room. A socke
 stream is *held*: live events for it are buffered while its replay is read, then flushed without the ones
 the replay already sent, so nothing slips between replay and live and nothing arrives twice. After the
 release, events the pacer still held back and the replay already sent are skipped for that socket too
-(its *floor*), so a paced stream does not send them a second time.
+(its *floor*), so a paced stream does not send them a second time. The same hold covers a socket joining a
+room mid-session (`join_live`) and the welcome of a new socket (`welcome`: `connected`, each resumed
+stream's missed events, `stream:resumed`, then live events).
 """
 
 from __future__ import annotations
@@ -13,12 +15,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Protocol
 
+from . import messages as msg
 from .bus import DomainEvent
 from .engine.manager import Emit
-from .eventlog import EventLog, LoggedEvent, Position
+from .eventlog import EventLog, LoggedEvent, Position, ResyncReason, ResyncRequired, parse_event_id
+from .events import Connected, Model
 from .fanout import Fanout
 from .metrics import Metrics
 from .ratelimit import StreamPacer
@@ -26,11 +30,18 @@ from .router import route
 from .settings import NAMESPACE
 
 
+class Emitter(Protocol):
+    """What delivery needs of the Socket.IO side (the client manager): emit events in order to rooms or sockets."""
+
+    async def emit_many(self, namespace: str, emits: Sequence[Emit]) -> None:
+        """Each (event, data, room or socket id, socket ids to skip), in order."""
+
+
 class Dispatcher:
     """Bus subscriber: a validated batch becomes deliveries, is logged (the accept point), then fanned out."""
 
-    def __init__(self, log: EventLog, fanout: Fanout, metrics: Metrics) -> None:
-        self._log = log
+    def __init__(self, event_log: EventLog, fanout: Fanout, metrics: Metrics) -> None:
+        self._log = event_log
         self._fanout = fanout
         self._metrics = metrics
         self._in_order = asyncio.Lock()
@@ -49,8 +60,9 @@ class Dispatcher:
 class LocalDelivery:
     """Emit logged events to this node's rooms, paced per stream, holding sockets that are resuming."""
 
-    def __init__(self, sio: Any, metrics: Metrics, rate: float) -> None:
-        self._sio = sio
+    def __init__(self, emitter: Emitter, event_log: EventLog, metrics: Metrics, rate: float) -> None:
+        self._emitter = emitter
+        self._log = event_log
         self._metrics = metrics
         self._held: dict[str, dict[str, list[LoggedEvent]]] = {}
         self._floors: dict[str, dict[str, Position]] = {}
@@ -78,7 +90,7 @@ class LocalDelivery:
                 if not floors:
                     del self._floors[item.stream]
             emits.append((item.event, item.payload, item.stream, skip))
-        await self._sio.manager.emit_many(NAMESPACE, emits)
+        await self._emitter.emit_many(NAMESPACE, emits)
         m, now = self._metrics, time.time()
         for event, count in Counter(item.event for item in items).items():
             m.child(m.delivered, event).inc(count)
@@ -86,7 +98,11 @@ class LocalDelivery:
             m.child(m.latency, item.event).observe(max(0.0, now - item.logged_at))
 
     async def emit_to_socket(self, sid: str, items: Sequence[LoggedEvent]) -> None:
-        await self._sio.manager.emit_many(NAMESPACE, [(item.event, item.payload, sid, ()) for item in items])
+        await self._emitter.emit_many(NAMESPACE, [(item.event, item.payload, sid, ()) for item in items])
+
+    async def send(self, to: str, event: str, payload: Model) -> None:
+        """A control event to one socket (or every socket of one room), outside of any stream."""
+        await self._emitter.emit_many(NAMESPACE, [(event, payload.wire(), to, ())])
 
     def hold(self, sid: str, streams: Sequence[str]) -> None:
         """Buffer live events of `streams` for `sid` until `release` (call before joining the rooms)."""
@@ -116,6 +132,64 @@ class LocalDelivery:
                 del table[stream][sid]
                 if not table[stream]:
                     del table[stream]
+
+    async def join_live(self, sid: str, stream: str, join: Callable[[], Awaitable[None]]) -> str:
+        """Run `join` (the room's join) with `sid` held, and return the offset it is live from.
+
+        An event logged before the offset never reaches the socket (the caller's snapshot covers it) and one
+        logged after always does.
+        """
+        self.hold(sid, [stream])
+        live_from: dict[str, Position] = {}
+        try:
+            await join()
+            offset = await self._log.head(stream)
+            live_from[stream] = parse_event_id(offset)[1]
+        finally:
+            await self.release(sid, live_from)
+        return offset
+
+    async def welcome(self, sid: str, user_id: str, streams: Sequence[str], offsets: Mapping[str, str],
+                      refused: list[str]) -> None:
+        """After the CONNECT ack of a socket held on `streams` (`hold`, then its rooms joined): `connected`,
+        each resumed stream's missed events, `stream:resumed`, then live events.
+
+        `offsets` are the streams to resume (readable ones only); `stream:resumed` also gives the current
+        offset of every stream that was not resumed, so a client always holds an offset to resume from next
+        time (a first connect, a resync). If the log fails, the socket is no longer held and the error is
+        raised: the caller ends the session, and the client resumes later.
+        """
+        replayed_upto: dict[str, Position] = {}
+        try:
+            await self.send(sid, "connected", Connected(user_id=user_id))
+            recovered, resync = [], []
+            for stream, offset in offsets.items():
+                try:
+                    missed = await self._log.read_after(stream, offset)
+                except ResyncRequired as exc:
+                    self._metrics.resyncs.labels(exc.reason).inc()
+                    resync.append(stream)
+                    await self.send(sid, "stream:resync_required",
+                                    msg.StreamResyncRequired(stream=stream, reason=exc.reason))
+                    continue
+                await self.emit_to_socket(sid, missed)
+                self._metrics.replayed.inc(len(missed))
+                replayed_upto[stream] = missed[-1].position if missed else parse_event_id(offset)[1]
+                recovered.append(stream)
+            fresh = {stream: await self._log.head(stream) for stream in streams if stream not in replayed_upto}
+            # A fresh stream starts at its head: what came before is the state the app fetches over REST.
+            replayed_upto.update({stream: parse_event_id(head)[1] for stream, head in fresh.items()})
+            await self.send(sid, "stream:resumed", msg.StreamResumed(recovered=recovered, resync_required=resync,
+                                                                     refused=refused, offsets=fresh))
+        except BaseException:
+            self.drop(sid)  # a socket left held would buffer forever
+            raise
+        await self.release(sid, replayed_upto)
+
+    async def resync_room(self, stream: str, reason: ResyncReason) -> None:
+        """Every socket of `stream` on this node: its history is gone, refetch over REST."""
+        self._metrics.resyncs.labels(reason).inc()
+        await self.send(stream, "stream:resync_required", msg.StreamResyncRequired(stream=stream, reason=reason))
 
     async def aclose(self) -> None:
         await self.pacer.aclose()

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import socketio
 from pydantic import BaseModel, ValidationError
@@ -23,61 +23,75 @@ from .delivery import LocalDelivery
 from .directory import UserDirectory
 from .engine.server import GatewayServer
 from .errors import AuthError, BlocksError, ClientRequestError, ServiceUnavailable
-from .eventlog import EventLog, Position, ResyncReason, ResyncRequired, parse_event_id
-from .events import Connected, Model
-from .fanout import LocalFanout, RoomHost
+from .eventlog import EventLog
+from .fanout import RoomHost
 from .metrics import Metrics
-from .presence import Presence, SocketInfo
+from .presence import ClusterPresence, Presence, SocketInfo
 from .ratelimit import ClientBudget
-from .rooms import User, automatic_rooms, may_read, organization_room, property_room, room_kind
+from .rooms import RoomKind, User, automatic_rooms, may_read, organization_room, property_room, room_kind
 from .settings import NAMESPACE, Settings
-
-if TYPE_CHECKING:
-    from .presence_redis import ClusterPresence
 
 log = logging.getLogger(__name__)
 
 
 Handler = Callable[[SocketInfo, Any], Awaitable[dict[str, Any]]]
+Subscription = msg.SubscribeProperty | msg.SubscribeOrganization
+ROOM_OF: dict[type[BaseModel], Callable[[Any], str]] = {
+    msg.SubscribeProperty: lambda request: property_room(request.property_id),
+    msg.SubscribeOrganization: lambda request: organization_room(request.org_id),
+}
+"""The room a (un)subscribe request names, by its message type."""
+FORBIDDEN: dict[RoomKind | None, str] = {"organization": "only admins of this organization may subscribe"}
+
+
+def socketio_server(settings: Settings) -> GatewayServer:
+    """The Socket.IO server of one node (namespace /mobile only), on the engine layer's manager and sockets."""
+    allowed = frozenset(settings.cors_origins)
+    sio = GatewayServer(
+        client_events=msg.CLIENT_EVENTS,
+        connect_timeout=settings.connect_timeout_s,
+        max_connect_attempts=settings.max_connect_attempts,
+        # Only /mobile: stock python-socketio also accepts "/" with no handler, i.e. with no authentication.
+        namespaces=[NAMESPACE],
+        async_mode="aiohttp",
+        # A callable, not a list: python-socketio treats an empty list as "no CORS checks at all".
+        cors_allowed_origins=lambda origin, environ=None: origin in allowed,
+        cors_credentials=False,
+        ping_interval=settings.ping_interval_s,
+        ping_timeout=settings.ping_timeout_s,
+        max_http_buffer_size=settings.max_message_bytes,
+        http_compression=settings.compression,
+        compression_threshold=1024,
+        websocket_compression=settings.compression,
+        max_socket_buffer_bytes=settings.max_socket_buffer_bytes,
+        allow_upgrades=True,
+        logger=False,
+        engineio_logger=False,
+    )
+    return sio
 
 
 class Gateway:
     """Sockets, rooms and client events of one node."""
 
-    def __init__(self, settings: Settings, users: UserDirectory, log_: EventLog, metrics: Metrics) -> None:
+    def __init__(self, settings: Settings, users: UserDirectory, metrics: Metrics, *, sio: GatewayServer,
+                 delivery: LocalDelivery, event_log: EventLog, room_host: RoomHost, presence: Presence,
+                 cluster: ClusterPresence) -> None:
+        """`presence` is this node's sockets, `cluster` counts them over every node (the same, embedded)."""
         self.settings = settings
         self.users = users
-        self.log = log_
+        self.event_log = event_log
         self.metrics = metrics
         self.verifier = TokenVerifier(settings)
-        self.presence = Presence()
+        self.sio = sio
+        self.delivery = delivery
+        self.room_host = room_host
+        self.presence = presence
+        self.cluster = cluster
         metrics.sockets.set_function(lambda: self.presence.socket_count)
         metrics.users.set_function(lambda: self.presence.user_count)
-        allowed = frozenset(settings.cors_origins)
-        self.sio = GatewayServer(
-            client_events=msg.CLIENT_EVENTS,
-            connect_timeout=settings.connect_timeout_s,
-            max_connect_attempts=settings.max_connect_attempts,
-            # Only /mobile: stock python-socketio also accepts "/" with no handler, i.e. with no authentication.
-            namespaces=[NAMESPACE],
-            async_mode="aiohttp",
-            # A callable, not a list: python-socketio treats an empty list as "no CORS checks at all".
-            cors_allowed_origins=lambda origin, environ=None: origin in allowed,
-            cors_credentials=False,
-            ping_interval=settings.ping_interval_s,
-            ping_timeout=settings.ping_timeout_s,
-            max_http_buffer_size=settings.max_message_bytes,
-            http_compression=settings.compression,
-            compression_threshold=1024,
-            websocket_compression=settings.compression,
-            max_socket_buffer_bytes=settings.max_socket_buffer_bytes,
-            allow_upgrades=True,
-            logger=False,
-            engineio_logger=False,
-        )
         self.sio.on_slow_consumer(NAMESPACE, self._slow_consumer)
-        self.delivery = LocalDelivery(self.sio, metrics, settings.event_rate)
-        manager, pacer = self.sio.manager, self.delivery.pacer
+        manager, pacer = sio.manager, delivery.pacer
         metrics.watch("blocks_rt_socket_writes", "Event frames written to sockets, by path: direct (encoded once, "
                       "written at once) or queued (engine.io's queue)",
                       lambda: {"direct": manager.fast_writes, "queued": manager.queued_writes}, label="path")
@@ -85,20 +99,18 @@ class Gateway:
                       "batch of events sends to that socket)", lambda: {"": manager.write_calls})
         metrics.watch("blocks_rt_events_coalesced", "State events superseded by a newer one under the rate limit",
                       lambda: {"": pacer.coalesced})
-        self.room_host: RoomHost = LocalFanout(self.delivery.deliver)
-        self.cluster: ClusterPresence | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._handlers: dict[str, Handler] = {
-            "subscribe:property": self._subscribe_property,
-            "unsubscribe:property": self._unsubscribe_property,
-            "subscribe:organization": self._subscribe_organization,
-            "unsubscribe:organization": self._unsubscribe_organization,
+            "subscribe:property": self._subscribe,
+            "unsubscribe:property": self._unsubscribe,
+            "subscribe:organization": self._subscribe,
+            "unsubscribe:organization": self._unsubscribe,
             "ping": self._ping,
             "auth:refresh": self._refresh,
         }
-        self.sio.on("connect", self._on_connect, namespace=NAMESPACE)
-        self.sio.on("disconnect", self._on_disconnect, namespace=NAMESPACE)
-        self.sio.on("*", self._on_client_event, namespace=NAMESPACE)
+        sio.on("connect", self._on_connect, namespace=NAMESPACE)
+        sio.on("disconnect", self._on_disconnect, namespace=NAMESPACE)
+        sio.on("*", self._on_client_event, namespace=NAMESPACE)
 
     # --- the design's utility methods (4.3) -----------------------------------------------------------
     async def is_user_connected(self, user_id: str) -> bool:
@@ -107,23 +119,24 @@ class Gateway:
 
     async def user_socket_count(self, user_id: str) -> int:
         """Sockets of `user_id` on every node of the cluster (this node alone in the embedded mode)."""
-        if self.cluster is not None:
-            return await self.cluster.user_socket_count(user_id)
-        return self.presence.user_socket_count(user_id)
+        return await self.cluster.user_socket_count(user_id)
 
     # --- connect / disconnect -------------------------------------------------------------------------
+    def _refusal(self, code: str) -> socketio.exceptions.ConnectionRefusedError:
+        """The refusal of a connect (`connect_error` "Authentication failed", `data.code`), counted."""
+        self.metrics.connects_refused.labels(code).inc()
+        return socketio.exceptions.ConnectionRefusedError(AUTH_FAILED, {"code": code})
+
     async def _on_connect(self, sid: str, environ: dict[str, Any], auth: Any) -> None:
         try:
             user, claims_exp, offsets = await self._authenticate(environ, auth)
         except AuthError as exc:
-            self.metrics.connects_refused.labels(exc.code).inc()
-            raise socketio.exceptions.ConnectionRefusedError(AUTH_FAILED, {"code": exc.code}) from None
+            raise self._refusal(exc.code) from None
         except Exception:
             # An unexpected failure (directory down, a bug) refuses too: python-socketio would otherwise leave
             # the socket half-connected and the client waiting for an answer that never comes.
             log.exception("connect handler failed")
-            self.metrics.connects_refused.labels(ServiceUnavailable.code).inc()
-            raise socketio.exceptions.ConnectionRefusedError(AUTH_FAILED, {"code": ServiceUnavailable.code}) from None
+            raise self._refusal(ServiceUnavailable.code) from None
         await self._evict_over_limit(user.id)
         readable = {s: o for s, o in offsets.items() if may_read(user, s)}
         refused = sorted(set(offsets) - set(readable))
@@ -137,8 +150,7 @@ class Gateway:
                           subscriptions=frozenset(streams) - frozenset(fixed_rooms),
                           budget=ClientBudget(self.settings.client_budget_per_s, self.settings.client_budget_burst))
         self.presence.add(info)
-        if self.cluster is not None:
-            self.cluster.changed(user.id, +1)
+        self.cluster.changed(user.id, +1)
         self.delivery.hold(sid, streams)
         joined: set[str] = set()
         try:
@@ -150,8 +162,7 @@ class Gateway:
             info.fixed_rooms = tuple(r for r in info.fixed_rooms if r in joined)
             info.subscriptions &= joined
             await self._forget(sid)
-            self.metrics.connects_refused.labels(ServiceUnavailable.code).inc()
-            raise socketio.exceptions.ConnectionRefusedError(AUTH_FAILED, {"code": ServiceUnavailable.code}) from None
+            raise self._refusal(ServiceUnavailable.code) from None
         self._schedule_expiry(info)
         self._spawn(self._welcome(sid, user, streams, readable, refused + over))
 
@@ -179,49 +190,12 @@ class Gateway:
 
     async def _welcome(self, sid: str, user: User, streams: list[str], offsets: dict[str, str],
                        refused: list[str]) -> None:
-        """After the CONNECT ack: `connected`, each resumed stream's missed events, `stream:resumed`, live events.
-
-        `stream:resumed` also gives the current offset of every stream that was not resumed, so a client
-        always holds an offset to resume from next time (a first connect, a resync).
-        """
-        replayed_upto: dict[str, Position] = {}
+        """After the CONNECT ack (so it follows the client's `connect`): see `LocalDelivery.welcome`."""
         try:
-            await self._send(sid, "connected", Connected(user_id=user.id))
-            recovered, resync = [], []
-            for stream, offset in offsets.items():
-                try:
-                    missed = await self.log.read_after(stream, offset)
-                except ResyncRequired as exc:
-                    self.metrics.resyncs.labels(exc.reason).inc()
-                    resync.append(stream)
-                    await self._send(sid, "stream:resync_required", msg.StreamResyncRequired(stream=stream,
-                                                                                              reason=exc.reason))
-                    continue
-                await self.delivery.emit_to_socket(sid, missed)
-                self.metrics.replayed.inc(len(missed))
-                replayed_upto[stream] = missed[-1].position if missed else parse_event_id(offset)[1]
-                recovered.append(stream)
-            fresh = {stream: await self.log.head(stream) for stream in streams if stream not in replayed_upto}
-            # A fresh stream starts at its head: what came before is the state the app fetches over REST.
-            replayed_upto.update({stream: parse_event_id(head)[1] for stream, head in fresh.items()})
-            await self._send(sid, "stream:resumed", msg.StreamResumed(recovered=recovered, resync_required=resync,
-                                                                      refused=refused, offsets=fresh))
-        except Exception:
-            # The log is unreachable: a socket left held would buffer forever. It reconnects and resumes later.
+            await self.delivery.welcome(sid, user.id, streams, offsets, refused)
+        except Exception:  # the log is unreachable: the client reconnects and resumes later
             log.exception("resume of %s failed", sid)
-            self.delivery.drop(sid)
             await self.end_session(sid, "unavailable", "could not resume your streams; reconnect")
-            return
-        await self.delivery.release(sid, replayed_upto)
-
-    async def resync_room(self, stream: str, reason: ResyncReason) -> None:
-        """Every socket of `stream` on this node: its history is gone, refetch over REST."""
-        self.metrics.resyncs.labels(reason).inc()
-        await self.sio.emit("stream:resync_required", msg.StreamResyncRequired(stream=stream, reason=reason).wire(),
-                            room=stream, namespace=NAMESPACE)
-
-    async def _send(self, sid: str, event: str, payload: Model) -> None:
-        await self.sio.emit(event, payload.wire(), to=sid, namespace=NAMESPACE)
 
     async def _join(self, sid: str, room: str) -> None:
         await self.sio.enter_room(sid, room, namespace=NAMESPACE)
@@ -242,8 +216,7 @@ class Gateway:
             return
         if info.timer is not None:
             info.timer.cancel()
-        if self.cluster is not None:
-            self.cluster.changed(info.user_id, -1)
+        self.cluster.changed(info.user_id, -1)
         for room in info.rooms():
             try:
                 await self.room_host.leave(room)
@@ -256,7 +229,7 @@ class Gateway:
         if info is None or info.ending:
             return
         info.ending = True
-        await self._send(sid, "session:ended", msg.SessionEnded(reason=reason, message=message))
+        await self.delivery.send(sid, "session:ended", msg.SessionEnded(reason=reason, message=message))
         await self.sio.disconnect(sid, namespace=NAMESPACE)
 
     def _slow_consumer(self, sid: str) -> tuple[str, Any] | None:
@@ -281,8 +254,8 @@ class Gateway:
             return
         grace = self.settings.token_refresh_grace_s
         info.timer = self.sio.eio.deadlines.call_later(grace, self._on_grace_over, sid)
-        self._spawn(self._send(sid, "auth:expired", msg.AuthExpired(grace_seconds=grace,
-                                                                    message="send auth:refresh")))
+        expired = msg.AuthExpired(grace_seconds=grace, message="send auth:refresh")
+        self._spawn(self.delivery.send(sid, "auth:expired", expired))
 
     def _on_grace_over(self, sid: str) -> None:
         if self.presence.get(sid) is not None:
@@ -309,57 +282,35 @@ class Gateway:
         self.metrics.client_messages.labels(event, "ok").inc()
         return result
 
-    async def _subscribe_property(self, info: SocketInfo, request: msg.SubscribeProperty) -> dict[str, Any]:
-        room = property_room(request.property_id)
-        limit = self.settings.max_subscriptions_per_socket
-        if room not in info.subscriptions and info.subscribed("property") >= limit:
-            raise ClientRequestError("too many property subscriptions", code="subscription_limit",
-                                     limit=limit)
-        offset = await self._subscribe(info, room)
-        latest = await self.log.latest(room, "property:funding_updated")
-        funding = latest.payload["property"] if latest else None
-        return msg.SubscribeAck(room=room, funding=funding, offset=offset).wire()
-
-    async def _unsubscribe_property(self, info: SocketInfo, request: msg.SubscribeProperty) -> dict[str, Any]:
-        room = property_room(request.property_id)
-        await self._unsubscribe(info, room)
-        return msg.SubscribeAck(room=room).wire()
-
-    async def _subscribe_organization(self, info: SocketInfo, request: msg.SubscribeOrganization) -> dict[str, Any]:
-        room = organization_room(request.org_id)
-        user = await self.users.get(info.user_id)
-        if user is None or not may_read(user, room):
-            raise ClientRequestError("only admins of this organization may subscribe", code="forbidden")
-        return msg.SubscribeAck(room=room, offset=await self._subscribe(info, room)).wire()
-
-    async def _unsubscribe_organization(self, info: SocketInfo, request: msg.SubscribeOrganization) -> dict[str, Any]:
-        room = organization_room(request.org_id)
-        await self._unsubscribe(info, room)
-        return msg.SubscribeAck(room=room).wire()
-
-    async def _subscribe(self, info: SocketInfo, room: str) -> str:
-        """Join `room` and return the offset the socket is live from.
+    async def _subscribe(self, info: SocketInfo, request: Subscription) -> dict[str, Any]:
+        """Join the room the request names, if its kind's rules allow; the ack says where the socket is live from.
 
         The socket is held while it joins and the offset is read, then released from that offset: an event
         logged before the offset never reaches it (the ack's state covers it) and one logged after always does.
         """
+        room = ROOM_OF[type(request)](request)
+        kind = room_kind(room)
+        limit = self.settings.max_subscriptions_per_socket
+        if kind == "property" and room not in info.subscriptions and info.subscribed("property") >= limit:
+            raise ClientRequestError("too many property subscriptions", code="subscription_limit", limit=limit)
+        user = await self.users.get(info.user_id)
+        if user is None or not may_read(user, room):
+            raise ClientRequestError(FORBIDDEN.get(kind, "you may not read this room"), code="forbidden")
         if room in info.subscriptions:
-            return await self.log.head(room)
-        info.subscriptions |= {room}
-        self.delivery.hold(info.sid, [room])
-        live_from: dict[str, Position] = {}
-        try:
-            await self._join(info.sid, room)
-            offset = await self.log.head(room)
-            live_from[room] = parse_event_id(offset)[1]
-        finally:
-            await self.delivery.release(info.sid, live_from)
-        return offset
+            offset = await self.event_log.head(room)
+        else:
+            info.subscriptions |= {room}
+            offset = await self.delivery.join_live(info.sid, room, lambda: self._join(info.sid, room))
+        latest = await self.event_log.latest(room, "property:funding_updated") if kind == "property" else None
+        funding = latest.payload["property"] if latest else None
+        return msg.SubscribeAck(room=room, funding=funding, offset=offset).wire()
 
-    async def _unsubscribe(self, info: SocketInfo, room: str) -> None:
+    async def _unsubscribe(self, info: SocketInfo, request: Subscription) -> dict[str, Any]:
+        room = ROOM_OF[type(request)](request)
         if room in info.subscriptions:
             info.subscriptions -= {room}
             await self._leave(info.sid, room)
+        return msg.SubscribeAck(room=room).wire()
 
     async def _ping(self, info: SocketInfo, request: BaseModel) -> dict[str, Any]:
         return msg.PingAck().wire()

@@ -1,8 +1,13 @@
-"""Who is connected on this node: sockets per user (several devices per user), and each socket's user."""
+"""Who is connected: sockets per user on this node (several devices per user), and across the cluster.
+
+`Presence` is this node's bookkeeping. `ClusterPresence` counts a user's sockets on every node: in the
+embedded mode this node is the cluster (`LocalClusterPresence`); `presence_redis` holds the Redis one.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 from .engine.deadlines import Deadline
 from .ratelimit import ClientBudget
@@ -70,3 +75,26 @@ class Presence:
     @property
     def user_count(self) -> int:
         return len(self._by_user)
+
+
+class ClusterPresence(Protocol):
+    """Sockets per user over every live node. Implementations: `LocalClusterPresence`, `RedisClusterPresence`."""
+
+    def changed(self, user_id: str, delta: int) -> None:
+        """A socket of `user_id` connected (+1) or left (-1) on this node."""
+
+    async def user_socket_count(self, user_id: str) -> int:
+        """Sockets of `user_id` on every live node."""
+
+
+class LocalClusterPresence:
+    """One node: the cluster's count is this node's, which `Presence` already keeps."""
+
+    def __init__(self, presence: Presence) -> None:
+        self._presence = presence
+
+    def changed(self, user_id: str, delta: int) -> None:
+        pass
+
+    async def user_socket_count(self, user_id: str) -> int:
+        return self._presence.user_socket_count(user_id)

@@ -18,7 +18,9 @@ from .keys import Keys
 log = logging.getLogger(__name__)
 
 
-class ClusterPresence:
+class RedisClusterPresence:
+    """`presence.ClusterPresence` over Redis: this node's counts in a hash, read with every live node's."""
+
     def __init__(self, redis: aioredis.Redis, keys: Keys, node_id: str, ttl_s: float = 15.0) -> None:
         self._redis = redis
         self._keys = keys
@@ -27,7 +29,7 @@ class ClusterPresence:
         self._changes: asyncio.Queue[tuple[str, int]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
 
-    async def __aenter__(self) -> ClusterPresence:
+    async def __aenter__(self) -> RedisClusterPresence:
         await self._redis.delete(self._keys.node_presence(self.node_id))
         self._tasks = [asyncio.create_task(self._write()), asyncio.create_task(self._heartbeat())]
         return self

@@ -1,22 +1,54 @@
-"""The one settings object, read from the environment at the edge (`Settings.from_env`)."""
+"""The one settings object, read from the environment at the edge (`Settings.from_env`).
+
+Every field is a setting: its variable is `BLOCKS_RT_` + the field name in capitals, its type (with the
+constraints in `Annotated`) says how the variable's text is read and checked. Adding a setting is adding a
+field; nothing else maps names.
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
+from functools import cache
 from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BeforeValidator, Field, TypeAdapter, ValidationError
 
 DATA_DIR = Path(__file__).resolve().parent / "reference" / "data"  # demo data ships inside the package
 NAMESPACE = "/mobile"
+ENV_PREFIX = "BLOCKS_RT_"
+_SECRET_WORDS = ("secret", "password", "api_key")  # their values never appear in an error message
 
 
-def _csv(value: str) -> tuple[str, ...]:
-    return tuple(part.strip() for part in value.split(",") if part.strip())
+def _csv(value: Any) -> Any:
+    return tuple(part.strip() for part in value.split(",") if part.strip()) if isinstance(value, str) else value
 
 
-def _bool(value: str) -> bool:
-    return value.strip().lower() in {"1", "true", "yes", "on"}
+def _no_wildcard(origins: tuple[str, ...]) -> tuple[str, ...]:
+    if "*" in origins:
+        raise ValueError("list the allowed origins; '*' is not allowed")
+    return origins
+
+
+Csv = Annotated[tuple[str, ...], BeforeValidator(_csv)]
+Origins = Annotated[Csv, AfterValidator(_no_wildcard)]
+Seconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+PositiveSeconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+Rate = Annotated[float, Field(ge=0, allow_inf_nan=False)]  # per second; 0 = off
+Count = Annotated[int, Field(ge=0)]
+AtLeastOne = Annotated[int, Field(ge=1)]
+Port = Annotated[int, Field(ge=0, le=65535)]  # 0: any free port (labs, tests)
+
+
+class SettingsError(ValueError):
+    """The environment holds a value the gateway refuses to start with; the message names the variable."""
+
+
+def env_var(name: str) -> str:
+    """The environment variable of the setting `name`."""
+    return ENV_PREFIX + name.upper()
 
 
 @dataclass(frozen=True)
@@ -24,102 +56,72 @@ class Settings:
     """Everything an operator can set; defaults are the embedded, single-process mode."""
 
     jwt_secret: str | None = None
-    jwt_algorithms: tuple[str, ...] = ("HS256",)
+    jwt_algorithms: Csv = ("HS256",)
     jwt_public_key_file: Path | None = None
     jwt_jwks_file: Path | None = None
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
-    jwt_leeway_s: float = 5.0
+    jwt_leeway_s: Seconds = 5.0
     api_key: str | None = None
     data_dir: Path = DATA_DIR
-    users_file: Path = DATA_DIR / "users.json"
-    cors_origins: tuple[str, ...] = ()
+    users_file: Path = DATA_DIR / "users.json"  # data_dir's users.json when only BLOCKS_RT_DATA_DIR is set
+    cors_origins: Origins = ()
     redis_url: str | None = None
     redis_prefix: str = "blocks-rt"
-    fanout: str = "rooms"
+    fanout: Literal["rooms", "broadcast"] = "rooms"  # broadcast: one channel for all (benchmark baseline)
     host: str = "127.0.0.1"
-    port: int = 3000
-    event_rate: float = 10.0
-    log_max_events: int = 1000
-    log_max_age_s: float = 24 * 3600
-    max_sockets_per_user: int = 10
-    max_subscriptions_per_socket: int = 100
-    client_budget_per_s: float = 20.0
-    client_budget_burst: int = 40
-    client_abuse_strikes: int = 50
-    token_refresh_grace_s: float = 30.0
-    connect_timeout_s: float = 45.0
-    max_connect_attempts: int = 5
-    ping_interval_s: float = 25.0
-    ping_timeout_s: float = 20.0
-    max_message_bytes: int = 64 * 1024
-    max_socket_buffer_bytes: int = 1024 * 1024
-    max_publish_bytes: int = 1024 * 1024
-    max_publish_batch: int = 1000
-    max_token_bytes: int = 8 * 1024
+    port: Port = 3000
+    event_rate: Rate = 10.0
+    log_max_events: AtLeastOne = 1000
+    log_max_age_s: PositiveSeconds = 24 * 3600
+    max_sockets_per_user: AtLeastOne = 10
+    max_subscriptions_per_socket: Count = 100
+    client_budget_per_s: Rate = 20.0
+    client_budget_burst: Count = 40
+    client_abuse_strikes: AtLeastOne = 50
+    token_refresh_grace_s: Seconds = 30.0
+    connect_timeout_s: PositiveSeconds = 45.0
+    max_connect_attempts: AtLeastOne = 5
+    ping_interval_s: PositiveSeconds = 25.0
+    ping_timeout_s: PositiveSeconds = 20.0
+    max_message_bytes: AtLeastOne = 64 * 1024
+    max_socket_buffer_bytes: AtLeastOne = 1024 * 1024  # past it a socket is ended as a slow consumer
+    max_publish_bytes: AtLeastOne = 1024 * 1024
+    max_publish_batch: AtLeastOne = 1000
+    max_token_bytes: AtLeastOne = 8 * 1024
     compression: bool = False
     access_log: bool = False
     uvloop: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        """Read `BLOCKS_RT_*` variables; unset ones keep their defaults."""
+        """Read the `BLOCKS_RT_*` variables; unset or empty ones keep their defaults.
+
+        SettingsError names every variable whose value is refused, and why.
+        """
         env = os.environ if env is None else env
-
-        def get(name: str) -> str | None:
-            return env.get(f"BLOCKS_RT_{name}")
-
-        values: dict[str, object] = {}
-        text = {"JWT_SECRET": "jwt_secret", "JWT_ISSUER": "jwt_issuer", "JWT_AUDIENCE": "jwt_audience",
-                "API_KEY": "api_key", "REDIS_URL": "redis_url", "REDIS_PREFIX": "redis_prefix", "HOST": "host",
-                "FANOUT": "fanout"}
-        for name, attr in text.items():
-            if get(name):
-                values[attr] = get(name)
-        paths = {"USERS_FILE": "users_file", "DATA_DIR": "data_dir", "JWT_PUBLIC_KEY_FILE": "jwt_public_key_file",
-                 "JWT_JWKS_FILE": "jwt_jwks_file"}
-        for name, attr in paths.items():
-            if get(name):
-                values[attr] = Path(str(get(name)))
-        if "data_dir" in values and "users_file" not in values:
-            values["users_file"] = Path(str(values["data_dir"])) / "users.json"
-        if get("JWT_ALGORITHMS"):
-            values["jwt_algorithms"] = _csv(str(get("JWT_ALGORITHMS")))
-        if get("CORS_ORIGINS") is not None:
-            values["cors_origins"] = _csv(str(get("CORS_ORIGINS")))
-        numbers = {"PORT": ("port", int), "EVENT_RATE": ("event_rate", float),
-                   "JWT_LEEWAY_S": ("jwt_leeway_s", float),
-                   "LOG_MAX_EVENTS": ("log_max_events", int), "LOG_MAX_AGE_S": ("log_max_age_s", float),
-                   "MAX_SOCKETS_PER_USER": ("max_sockets_per_user", int),
-                   "MAX_SUBSCRIPTIONS_PER_SOCKET": ("max_subscriptions_per_socket", int),
-                   "CLIENT_BUDGET_PER_S": ("client_budget_per_s", float),
-                   "CLIENT_BUDGET_BURST": ("client_budget_burst", int),
-                   "CLIENT_ABUSE_STRIKES": ("client_abuse_strikes", int),
-                   "TOKEN_REFRESH_GRACE_S": ("token_refresh_grace_s", float),
-                   "CONNECT_TIMEOUT_S": ("connect_timeout_s", float),
-                   "MAX_CONNECT_ATTEMPTS": ("max_connect_attempts", int),
-                   "PING_INTERVAL_S": ("ping_interval_s", float), "PING_TIMEOUT_S": ("ping_timeout_s", float),
-                   "MAX_MESSAGE_BYTES": ("max_message_bytes", int),
-                   "MAX_SOCKET_BUFFER_BYTES": ("max_socket_buffer_bytes", int),
-                   "MAX_PUBLISH_BYTES": ("max_publish_bytes", int),
-                   "MAX_PUBLISH_BATCH": ("max_publish_batch", int),
-                   "MAX_TOKEN_BYTES": ("max_token_bytes", int)}
-        for name, (attr, kind) in numbers.items():
-            raw = get(name)
-            if raw:
-                try:
-                    values[attr] = kind(raw)
-                except ValueError as exc:
-                    raise ValueError(f"BLOCKS_RT_{name}={raw!r} is not a valid {kind.__name__}") from exc
-        for name, attr in (("COMPRESSION", "compression"), ("ACCESS_LOG", "access_log"), ("UVLOOP", "uvloop")):
-            if get(name):
-                values[attr] = _bool(str(get(name)))
-        if values.get("fanout", "rooms") not in ("rooms", "broadcast"):
-            raise ValueError("BLOCKS_RT_FANOUT must be 'rooms' (default) or 'broadcast' (benchmark baseline)")
-        if "*" in values.get("cors_origins", ()):  # type: ignore[operator]
-            raise ValueError("BLOCKS_RT_CORS_ORIGINS must list origins; '*' with credentials is not allowed")
-        return cls(**values)  # type: ignore[arg-type]
+        given = {f.name: env[env_var(f.name)] for f in fields(cls) if env.get(env_var(f.name))}
+        if "data_dir" in given:
+            given.setdefault("users_file", str(Path(given["data_dir"]) / "users.json"))
+        try:
+            return _adapter().validate_python(given)
+        except ValidationError as exc:
+            raise SettingsError("; ".join(_explain(error, given) for error in exc.errors())) from None
 
     def with_(self, **changes: object) -> Settings:
         """A copy with some fields changed (tests and notebooks)."""
         return replace(self, **changes)  # type: ignore[arg-type]
+
+
+@cache
+def _adapter() -> TypeAdapter[Settings]:
+    return TypeAdapter(Settings)
+
+
+def _explain(error: Mapping[str, Any], given: Mapping[str, str]) -> str:
+    name = str(error["loc"][0]) if error.get("loc") else ""
+    why = str(error["msg"]).removeprefix("Value error, ")
+    if name not in given:  # a derived value (users_file from data_dir) or one of several fields
+        return f"{env_var(name) if name else 'settings'}: {why}"
+    shown = "(hidden)" if any(word in name for word in _SECRET_WORDS) else repr(given[name])
+    return f"{env_var(name)}={shown}: {why}"

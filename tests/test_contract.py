@@ -200,8 +200,12 @@ def test_the_contract_lists_exactly_the_codes_the_code_raises() -> None:
     down = {ServiceUnavailable.code}
     assert set(get_args(msg.ConnectRefusalCode)) == _codes("AuthError") | down
     assert set(get_args(msg.AckErrorCode)) == _codes("ClientRequestError") | _codes("AuthError", "auth") | down
+    # A session ends through `end_session(sid, reason, ...)`, or, when the engine ends a slow consumer, with a
+    # `SessionEnded(reason=...)` it is handed.
     reasons = {node.args[1].value for node in _calls() if getattr(node.func, "attr", None) == "end_session"
                and len(node.args) > 1 and isinstance(node.args[1], ast.Constant)}
+    reasons |= {kw.value.value for node in _calls() if getattr(node.func, "attr", None) == "SessionEnded"
+                for kw in node.keywords if kw.arg == "reason" and isinstance(kw.value, ast.Constant)}
     assert set(get_args(msg.SessionEndReason)) == reasons
 
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import aiohttp
 import pytest
 import socketio
 from samples import envelope
@@ -202,7 +204,59 @@ async def test_the_subscribe_ack_carries_the_current_funding(make_lab: MakeLab) 
     assert ack["funding"]["soldTokens"] == 50 and ack["funding"]["fundingProgress"] == 1.0
 
 
+# --- connect refusals -------------------------------------------------------------------------------------
+class UnreachableDirectory:
+    """A user directory whose backing service is down."""
+
+    async def get(self, user_id: str) -> None:
+        raise ConnectionError("directory unreachable")
+
+
+async def refused_connects(lab: Lab) -> dict[str, float]:
+    """`blocks_rt_connects_refused_total` by reason, as /metrics shows it."""
+    async with aiohttp.ClientSession() as http, http.get(f"{lab.url}/metrics") as response:
+        text = await response.text()
+    return {m[1]: float(m[2]) for m in re.finditer(r'^blocks_rt_connects_refused_total\{reason="(\w+)"\} (\S+)$',
+                                                    text, re.MULTILINE)}
+
+
+@pytest.mark.parametrize(("users", "user_id", "code"), [(None, "usr_nobody", "user_unknown"),
+                                                         (None, "usr_mallory", "user_inactive"),
+                                                         (UnreachableDirectory(), "usr_amira", "unavailable")])
+async def test_a_refused_connect_says_why_is_counted_and_leaves_no_socket(
+        make_lab: MakeLab, users: UnreachableDirectory | None, user_id: str, code: str) -> None:
+    lab = await make_lab(users=users)
+    for attempt in (1, 2):
+        with pytest.raises(ClientError) as info:
+            await lab.client(user_id, label=f"{user_id}#{attempt}")
+        assert str(info.value) == f"{code}: Authentication failed"
+    assert await refused_connects(lab) == {code: 2.0}
+    assert lab.blocks.gateway.presence.socket_count == 0
+
+
 # --- room rules (section 6) ------------------------------------------------------------------------------
+SUBSCRIPTIONS = [  # (user, client event suffix, request, room): one per room kind a client may subscribe to
+    ("usr_chloe", "property", {"propertyId": "prop_palm"}, "property:prop_palm"),
+    ("usr_olivia", "organization", {"orgId": "org_marina"}, "organization:org_marina"),
+]
+
+
+@pytest.mark.parametrize(("user_id", "kind", "request_", "room"), SUBSCRIPTIONS, ids=[s[1] for s in SUBSCRIPTIONS])
+async def test_subscribing_twice_joins_once_and_unsubscribing_twice_leaves_once(
+        make_lab: MakeLab, user_id: str, kind: str, request_: dict[str, str], room: str) -> None:
+    lab = await make_lab(event_rate=0)
+    client = await lab.client(user_id)
+    first = await client.request(f"subscribe:{kind}", request_)
+    again = await client.request(f"subscribe:{kind}", request_)
+    head = await lab.blocks.log.head(room)
+    assert first == again == {"success": True, "room": room, "offset": head}  # no funding logged yet
+    assert rooms_of(lab, user_id) == {f"user:{user_id}", "announcements", room}
+    for _ in range(2):
+        assert await client.request(f"unsubscribe:{kind}", request_) == {"success": True, "room": room}
+    assert rooms_of(lab, user_id) == {f"user:{user_id}", "announcements"}
+    assert lab.blocks.gateway.room_host is lab.blocks.fanout  # one object: the fan-out hosts the rooms
+
+
 CRAFTED: dict[str, Any] = {
     "colon in id": {"propertyId": "prop_palm:x"},
     "a user room as property id": {"propertyId": "user:usr_ben"},

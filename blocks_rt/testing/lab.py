@@ -23,7 +23,8 @@ from aiohttp import web
 
 from ..app import BLOCKS, Blocks, create_app
 from ..auth import mint_token
-from ..client import CONTROL_EVENTS, BlocksClient
+from ..client import CONTROL_EVENTS, BlocksClient, Received
+from ..directory import UserDirectory
 from ..events import WIRE_EVENTS
 from ..reference.services import Services
 from ..settings import Settings
@@ -51,6 +52,11 @@ def masked(payload: Any) -> Any:
     return payload
 
 
+def besides_welcome(client: BlocksClient) -> list[Received]:
+    """What `client` received besides the welcome every connect gets (`connected`, `stream:resumed`)."""
+    return [r for r in client.received if r.event not in _SESSION_EVENTS]
+
+
 def lab_settings(**overrides: Any) -> Settings:
     """Settings for a lab gateway: fixed demo secrets, loopback, a free port, the demo data."""
     return Settings(jwt_secret=LAB_SECRET, api_key=LAB_API_KEY, host="127.0.0.1", port=0).with_(**overrides)
@@ -75,9 +81,11 @@ class Lab:
         self._extra_clients: list[BlocksClient] = []
 
     @classmethod
-    async def start(cls, settings: Settings | None = None, **overrides: Any) -> Lab:
+    async def start(cls, settings: Settings | None = None, *, users: UserDirectory | None = None,
+                    **overrides: Any) -> Lab:
+        """A gateway on `settings` (or the lab's, with `overrides`), over `users` (or the demo users)."""
         settings = settings or lab_settings(**overrides)
-        app = create_app(settings)
+        app = create_app(settings, users=users)
         runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=2.0)
         await runner.setup()
         await web.TCPSite(runner, settings.host, settings.port).start()
