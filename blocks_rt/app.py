@@ -11,6 +11,7 @@ import socket
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -20,11 +21,15 @@ from .directory import JsonUserDirectory, UserDirectory
 from .eventlog import EventLog, MemoryEventLog
 from .fanout import Fanout
 from .gateway import Gateway
+from .idempotency import IdempotencyStore, MemoryIdempotencyStore
 from .metrics import Metrics
 from .publish_api import PublishApi
 from .reference.services import Services
 from .reference.state import Store
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from .outbox import OutboxConsumer
 
 
 @dataclass
@@ -38,6 +43,7 @@ class Blocks:
     services: Services
     metrics: Metrics
     fanout: Fanout
+    outbox: OutboxConsumer | None = None
 
 
 BLOCKS = web.AppKey("blocks", Blocks)
@@ -50,6 +56,15 @@ def _event_log(settings: Settings) -> EventLog:
         return RedisEventLog(settings.redis_url, prefix=settings.redis_prefix,
                              max_events=settings.log_max_events, max_age_s=settings.log_max_age_s)
     return MemoryEventLog(settings.log_max_events, settings.log_max_age_s)
+
+
+def _idempotency_store(settings: Settings) -> IdempotencyStore:
+    if settings.redis_url:
+        from .idempotency_redis import RedisIdempotencyStore
+
+        return RedisIdempotencyStore(settings.redis_url, settings.redis_prefix, settings.idempotency_ttl_s,
+                                     settings.idempotency_lease_s)
+    return MemoryIdempotencyStore(settings.idempotency_ttl_s, settings.idempotency_lease_s)
 
 
 def create_app(settings: Settings, *, users: UserDirectory | None = None) -> web.Application:
@@ -66,7 +81,7 @@ def create_app(settings: Settings, *, users: UserDirectory | None = None) -> web
     app = web.Application(client_max_size=settings.max_publish_bytes)  # the publish API reads bodies up to this
     app[BLOCKS] = blocks
     gateway.sio.attach(app)
-    api = PublishApi(bus, metrics, settings.api_key, settings.max_publish_bytes, settings.max_publish_batch)
+    api = PublishApi(metrics, settings.api_key, settings.max_publish_bytes, settings.max_publish_batch)
     app.router.add_routes(api.routes())
     app.router.add_get("/healthz", _healthz)
 
@@ -85,7 +100,16 @@ def create_app(settings: Settings, *, users: UserDirectory | None = None) -> web
             await stack.enter_async_context(log)
             if settings.redis_url:
                 await stack.enter_async_context(_cluster(settings, blocks))
-            bus.subscribe(Dispatcher(log, blocks.fanout, metrics))
+            dispatcher = Dispatcher(log, blocks.fanout, metrics)
+            bus.subscribe(dispatcher)
+            idempotency = await stack.enter_async_context(_idempotency_store(settings))
+            api.start(dispatcher, idempotency)
+            if settings.outbox_dsn:
+                from .outbox import OutboxConsumer
+
+                blocks.outbox = await stack.enter_async_context(OutboxConsumer(
+                    settings.outbox_dsn, dispatcher, idempotency, metrics, poll_s=settings.outbox_poll_s,
+                    batch=settings.outbox_batch, retention_s=settings.outbox_retention_s))
             yield
             await gateway.aclose()
 
@@ -126,4 +150,6 @@ async def _healthz(request: web.Request) -> web.Response:
     healthy = blocks.fanout.healthy
     body = {"status": "ok" if healthy else "unhealthy", "fanout": "ok" if healthy else "down",
             "sockets": blocks.gateway.presence.socket_count, "users": blocks.gateway.presence.user_count}
+    if blocks.outbox is not None:  # said, not failed on: sockets are served while the outbox database is away
+        body["outbox"] = blocks.outbox.state
     return web.json_response(body, status=200 if healthy else 503)

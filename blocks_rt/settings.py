@@ -59,6 +59,12 @@ class Settings:
     compression: bool = False
     access_log: bool = False
     uvloop: bool = True
+    idempotency_ttl_s: float = 24 * 3600
+    idempotency_lease_s: float = 10.0
+    outbox_dsn: str | None = None
+    outbox_poll_s: float = 1.0
+    outbox_batch: int = 500
+    outbox_retention_s: float = 7 * 24 * 3600
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -71,7 +77,7 @@ class Settings:
         values: dict[str, object] = {}
         text = {"JWT_SECRET": "jwt_secret", "JWT_ISSUER": "jwt_issuer", "JWT_AUDIENCE": "jwt_audience",
                 "API_KEY": "api_key", "REDIS_URL": "redis_url", "REDIS_PREFIX": "redis_prefix", "HOST": "host",
-                "FANOUT": "fanout"}
+                "FANOUT": "fanout", "OUTBOX_DSN": "outbox_dsn"}
         for name, attr in text.items():
             if get(name):
                 values[attr] = get(name)
@@ -101,7 +107,11 @@ class Settings:
                    "MAX_MESSAGE_BYTES": ("max_message_bytes", int),
                    "MAX_PUBLISH_BYTES": ("max_publish_bytes", int),
                    "MAX_PUBLISH_BATCH": ("max_publish_batch", int),
-                   "MAX_TOKEN_BYTES": ("max_token_bytes", int)}
+                   "MAX_TOKEN_BYTES": ("max_token_bytes", int),
+                   "IDEMPOTENCY_TTL_S": ("idempotency_ttl_s", float),
+                   "IDEMPOTENCY_LEASE_S": ("idempotency_lease_s", float),
+                   "OUTBOX_POLL_S": ("outbox_poll_s", float), "OUTBOX_BATCH": ("outbox_batch", int),
+                   "OUTBOX_RETENTION_S": ("outbox_retention_s", float)}
         for name, (attr, kind) in numbers.items():
             raw = get(name)
             if raw:
