@@ -26,6 +26,22 @@ from .metrics import Metrics
 
 MAX_JSON_DEPTH = 32
 IDEMPOTENCY_KEY = "Idempotency-Key"
+PUBLISH_ERRORS = {  # error.code -> (HTTP status, meaning); the contract lists them (contract.py)
+    "unauthorized": (401, "missing or wrong API key"),
+    "invalid_idempotency_key": (400, f"the {IDEMPOTENCY_KEY} header is not 1-128 characters of A-Z a-z 0-9 _ . : -"),
+    "too_large": (413, "body over `BLOCKS_RT_MAX_PUBLISH_BYTES`"),
+    "bad_body": (400, "the body could not be read"),
+    "invalid_json": (400, "the body is not JSON"),
+    "too_deep": (400, f"JSON nested deeper than {MAX_JSON_DEPTH}"),
+    "empty_batch": (400, "an empty list"),
+    "batch_too_large": (413, "more events than `BLOCKS_RT_MAX_PUBLISH_BATCH`"),
+    "invalid_envelope": (400, "an item is not `{event, data}` (`index` says which)"),
+    "unknown_event": (400, "not a domain event (`index`, `event`)"),
+    "invalid_event": (400, "a payload fails validation (`index`, `event`, `field`)"),
+    "idempotency_key_reused": (409, "the key was used with another body: nothing published"),
+    "idempotency_key_in_flight": (409, "a request with this key is being published: retry shortly"),
+    "unavailable": (503, "Redis is down or the gateway is starting: nothing accepted, retry (with the same key)"),
+}
 
 
 def _refusal(status: int, code: str, message: str, **details: Any) -> Answer:

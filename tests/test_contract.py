@@ -25,6 +25,8 @@ from blocks_rt import examples as ex
 from blocks_rt import messages as msg
 from blocks_rt.errors import ServiceUnavailable
 from blocks_rt.eventlog import Position, stamp
+from blocks_rt.idempotency import REUSED, IdempotencyConflict
+from blocks_rt.publish_api import PUBLISH_ERRORS
 from blocks_rt.router import ROUTES, route
 from blocks_rt.settings import NAMESPACE
 from blocks_rt.testing.lab import Lab
@@ -184,7 +186,7 @@ def test_error_codes_are_documented(asyncapi_doc: dict[str, Any]) -> None:
 
 
 def _calls(modules: str = "*") -> list[ast.Call]:
-    return [node for path in sorted((ROOT / "blocks_rt").glob(f"{modules}.py"))
+    return [node for path in sorted((ROOT / "blocks_rt").rglob(f"{modules}.py"))
             for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.Call)]
 
 
@@ -203,6 +205,17 @@ def test_the_contract_lists_exactly_the_codes_the_code_raises() -> None:
     reasons = {node.args[1].value for node in _calls() if getattr(node.func, "attr", None) == "end_session"
                and len(node.args) > 1 and isinstance(node.args[1], ast.Constant)}
     assert set(get_args(msg.SessionEndReason)) == reasons
+
+
+def test_the_contract_lists_exactly_the_publish_api_codes(asyncapi_doc: dict[str, Any]) -> None:
+    answered = {node.args[1].value for node in _calls("publish_api")
+                if getattr(node.func, "id", None) in ("_error", "_refusal") and isinstance(node.args[1], ast.Constant)}
+    validation = _codes("InvalidEvent", "bus")
+    idempotency = {IdempotencyConflict.code, REUSED}
+    assert set(PUBLISH_ERRORS) == answered | validation | idempotency
+    for code, (status, _) in PUBLISH_ERRORS.items():
+        assert f"| `{code}` | {status} |" in asyncapi_doc["info"]["description"]
+    assert "Idempotency-Key" in asyncapi_doc["info"]["description"]
 
 
 # --- examples: real, and shared with routing ---------------------------------------------------------------
