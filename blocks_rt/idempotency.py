@@ -92,8 +92,9 @@ class IdempotencyStore(Protocol):
     async def claim(self, key: str, fingerprint: str) -> Claimed | Answer:
         """The stored answer, or the key for us (a fresh lease); IdempotencyConflict otherwise."""
 
-    async def logged(self, key: str, token: str, events: str) -> None:
-        """Keep what was logged under this claim (before the fan-out, which may fail)."""
+    async def logged(self, key: str, token: str, fingerprint: str, events: str) -> None:
+        """Keep what was logged under this claim (before the fan-out, which may fail); creates the record of a
+        key never claimed (a caller sure that nobody else has it, like the outbox with a new batch)."""
 
     async def answer(self, key: str, token: str, answer: Answer) -> None:
         """Keep the final answer until the TTL."""
@@ -154,7 +155,10 @@ class MemoryIdempotencyStore:
         record = self._records.get(key)
         return record if record is not None and record.token == token else None
 
-    async def logged(self, key: str, token: str, events: str) -> None:
+    async def logged(self, key: str, token: str, fingerprint: str, events: str) -> None:
+        if key not in self._records:
+            now = self._clock()
+            self._records[key] = _Record(fingerprint, token, now + self._lease_s, now + self._ttl_s)
         if record := self._owned(key, token):
             record.logged = events
 
@@ -196,13 +200,15 @@ def refused(exc: InvalidEvent) -> Answer:
 
 
 async def publish_once(store: IdempotencyStore, dispatcher: Dispatcher, key: str, fingerprint: str,
-                       validate: Callable[[], Sequence[DomainEvent]]) -> Answer:
+                       validate: Callable[[], Sequence[DomainEvent]], *, new_key: bool = False) -> Answer:
     """Publish what `validate()` gives under `key`, once: a repeat gets the first answer and publishes nothing.
 
     An attempt that logged its events but could not fan them out (Redis fan-out down) answers 503 and keeps
     them; the retry fans out those same events, so they are in the log once and reach each socket once.
+    `new_key`: a key nobody can have used yet, whose caller records completion itself (the outbox marks its
+    rows): it skips the claim and the stored answer, two round trips to the store.
     """
-    claim = await store.claim(key, fingerprint)
+    claim = Claimed(new_token()) if new_key else await store.claim(key, fingerprint)
     if isinstance(claim, Answer):
         return claim
     try:
@@ -218,13 +224,15 @@ async def publish_once(store: IdempotencyStore, dispatcher: Dispatcher, key: str
                 return answer
 
             async def keep(per_event: PerEvent) -> None:
-                await store.logged(key, claim.token, _encode_logged(per_event))
+                await store.logged(key, claim.token, fingerprint, _encode_logged(per_event))
 
             per_event = await dispatcher.dispatch(batch, on_logged=keep)
     except BaseException:
         await _quietly(store.release(key, claim.token))
         raise
     answer = accepted(per_event)
+    if new_key:
+        return answer
     # Published: if the answer cannot be kept (Redis just went down), a retry fans the logged events out again,
     # with the same eventIds, which clients drop as seen. The publisher must still hear that it worked.
     await _quietly(store.answer(key, claim.token, answer))

@@ -36,9 +36,13 @@ return {'claimed'}
 """
 
 # ARGV[1] is the attempt's token: an attempt whose lease was taken over writes nothing.
-LOGGED = """
+LOGGED = _NOW + """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('HSET', KEYS[1], 'fp', ARGV[2], 'token', ARGV[1], 'lease', now + tonumber(ARGV[4]))
+  redis.call('PEXPIRE', KEYS[1], ARGV[5])
+end
 if redis.call('HGET', KEYS[1], 'token') ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'logged', ARGV[2])
+redis.call('HSET', KEYS[1], 'logged', ARGV[3])
 return 1
 """
 
@@ -101,8 +105,8 @@ class RedisIdempotencyStore:
             return Answer.decode(found[1])
         return Claimed(token, found[1] if len(found) > 1 else None)
 
-    async def logged(self, key: str, token: str, events: str) -> None:
-        await self._run("logged", key, token, events)
+    async def logged(self, key: str, token: str, fingerprint: str, events: str) -> None:
+        await self._run("logged", key, token, fingerprint, events, self._lease_ms, self._ttl_ms)
 
     async def answer(self, key: str, token: str, answer: Answer) -> None:
         await self._run("answer", key, token, answer.encode())

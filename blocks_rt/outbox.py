@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 CHANNEL = "blocks_rt_outbox"
 LEADER_LOCK = 0x626C6F636B73  # pg_advisory_lock key of the leading consumer ("blocks")
 PRUNE_EVERY_S = 30.0
+COLUMNS = "id, event, data"  # of a `Row`
 OutboxState = Literal["starting", "leading", "standby", "unreachable"]
 
 
@@ -127,8 +128,16 @@ class OutboxConsumer:
         while not await self._scalar(conn, "SELECT pg_try_advisory_lock(%s)", LEADER_LOCK):
             await self._wait(conn)
         self._set_state("leading")
+        # Batches a former leader (or this one, before a failure) marked and did not finish, in order.
+        cursor = await conn.execute(f"SELECT batch, {COLUMNS} FROM blocks_rt_outbox WHERE batch IS NOT NULL "
+                                    "AND processed_at IS NULL AND dead_at IS NULL ORDER BY seq, id")
+        unfinished: dict[str, list[Row]] = {}
+        for batch, *columns in await cursor.fetchall():
+            unfinished.setdefault(batch, []).append(Row(*columns))
+        for key, rows in unfinished.items():
+            await self._publish(conn, key, rows, new_key=False)
         while True:
-            while await self._drain_once(conn):
+            while await self._next_batch(conn):
                 pass
             if time.monotonic() - self._pruned_at >= min(PRUNE_EVERY_S, self._retention_s):
                 await self._prune(conn)
@@ -145,25 +154,21 @@ class OutboxConsumer:
         found = await cursor.fetchone()
         return found[0] if found else None
 
-    async def _drain_once(self, conn: psycopg.AsyncConnection[Any]) -> bool:
-        """Publish one batch (an unfinished one first); whether there was one."""
-        key = await self._scalar(conn, "SELECT batch FROM blocks_rt_outbox WHERE batch IS NOT NULL "
-                                       "AND processed_at IS NULL AND dead_at IS NULL ORDER BY seq LIMIT 1")
-        if key is None:
-            key = f"outbox:{secrets.token_hex(8)}"
-            cursor = await conn.execute(
-                "UPDATE blocks_rt_outbox SET batch = %s WHERE id IN (SELECT id FROM blocks_rt_outbox "
-                "WHERE processed_at IS NULL AND dead_at IS NULL AND batch IS NULL ORDER BY seq, id LIMIT %s) "
-                "RETURNING id", (key, self._batch))
-            if not await cursor.fetchall():
-                return False
-        cursor = await conn.execute("SELECT id, event, data FROM blocks_rt_outbox WHERE batch = %s "
-                                    "AND processed_at IS NULL AND dead_at IS NULL ORDER BY seq, id", (key,))
-        rows = [Row(*found) for found in await cursor.fetchall()]
-        await self._publish(conn, key, rows)
+    async def _next_batch(self, conn: psycopg.AsyncConnection[Any]) -> bool:
+        """Mark the next rows (committed: a successor finds them) and publish them; whether there were any."""
+        key = f"outbox:{secrets.token_hex(8)}"
+        cursor = await conn.execute(
+            f"UPDATE blocks_rt_outbox SET batch = %s WHERE id IN (SELECT id FROM blocks_rt_outbox "
+            f"WHERE processed_at IS NULL AND dead_at IS NULL AND batch IS NULL ORDER BY seq, id LIMIT %s) "
+            f"RETURNING seq, {COLUMNS}", (key, self._batch))
+        found = sorted(await cursor.fetchall(), key=lambda r: (r[0] is None, r[0] or 0, r[1]))
+        if not found:
+            return False
+        await self._publish(conn, key, [Row(*columns) for _, *columns in found], new_key=True)
         return True
 
-    async def _publish(self, conn: psycopg.AsyncConnection[Any], key: str, rows: list[Row]) -> None:
+    async def _publish(self, conn: psycopg.AsyncConnection[Any], key: str, rows: list[Row], *,
+                       new_key: bool) -> None:
         valid: list[tuple[Row, DomainEvent]] = []
         dead: list[tuple[int, str]] = []
         for row in rows:
@@ -175,18 +180,17 @@ class OutboxConsumer:
             fingerprint = hashlib.sha256(",".join(str(row.id) for row, _ in valid).encode()).hexdigest()
             try:
                 answer = await publish_once(self._idempotency, self._dispatcher, key, fingerprint,
-                                            lambda: [event for _, event in valid])
+                                            lambda: [event for _, event in valid], new_key=new_key)
             except IdempotencyConflict as exc:  # a former leader, cut off from PostgreSQL, still publishing it
                 raise BlocksError(f"batch {key}: {exc.message}") from exc
             if answer.status != 202:  # cannot happen: every row was validated above
                 raise BlocksError(f"batch {key} refused: {answer.body}")
-        async with conn.transaction():
-            if valid:
-                await conn.execute("UPDATE blocks_rt_outbox SET processed_at = now(), batch = NULL "
-                                   "WHERE id = ANY(%s)", ([row.id for row, _ in valid],))
-            for row_id, error in dead:
-                await conn.execute("UPDATE blocks_rt_outbox SET dead_at = now(), batch = NULL, error = %s "
-                                   "WHERE id = %s", (error, row_id))
+        if dead:
+            async with conn.transaction():
+                for row_id, error in dead:
+                    await conn.execute("UPDATE blocks_rt_outbox SET dead_at = now(), batch = NULL, error = %s "
+                                       "WHERE id = %s", (error, row_id))
+        await conn.execute("UPDATE blocks_rt_outbox SET processed_at = now(), batch = NULL WHERE batch = %s", (key,))
         self._metrics.rows.labels("delivered").inc(len(valid))
         if dead:
             self._metrics.rows.labels("dead").inc(len(dead))

@@ -80,3 +80,32 @@ def outbox_dsn(postgres: PrivatePostgres) -> Iterator[str]:
             conn.execute(f"DROP DATABASE {name} WITH (FORCE)".encode())
     except psycopg.OperationalError:
         pass  # the server was stopped by the test; the session fixture removes it all
+
+
+class RedisUser:
+    """A Redis ACL user for a gateway, so a test can take Redis away from it (or one command) and give it back."""
+
+    def __init__(self, redis_url: str) -> None:
+        import redis.asyncio as aioredis
+
+        self.admin = aioredis.from_url(redis_url)
+        self.name, password = f"gw{secrets.token_hex(3)}", secrets.token_hex(8)
+        self.url = redis_url.replace("redis://", f"redis://{self.name}:{password}@")
+        self._password = password
+
+    async def acl(self, *rules: str) -> None:
+        await self.admin.execute_command("ACL", "SETUSER", self.name, *rules)
+
+    async def cut_off(self) -> None:
+        """Redis is gone for this user: refused at login, its connections closed. Redis keeps its data."""
+        await self.acl("off")
+        await self.admin.execute_command("CLIENT", "KILL", "USER", self.name)
+
+
+@pytest.fixture
+async def redis_user(redis_url: str) -> AsyncIterator[RedisUser]:
+    user = RedisUser(redis_url)
+    await user.acl("on", f">{user._password}", "~*", "&*", "+@all")
+    yield user
+    await user.admin.execute_command("ACL", "DELUSER", user.name)
+    await user.admin.aclose()

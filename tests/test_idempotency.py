@@ -21,6 +21,7 @@ from blocks_rt.idempotency import (
 )
 from blocks_rt.idempotency_redis import RedisIdempotencyStore
 from blocks_rt.testing.lab import LAB_API_KEY, Lab
+from conftest import RedisUser
 
 MakeLab = Callable[..., Awaitable[Lab]]
 LEASE_S = 0.3
@@ -95,14 +96,27 @@ async def test_a_dead_attempt_lets_a_retry_resume_what_it_logged(
     s, lease_runs_out = store
     first = await s.claim("k2", "fp")
     assert isinstance(first, Claimed)
-    await s.logged("k2", first.token, "[logged events]")
+    await s.logged("k2", first.token, "fp", "[logged events]")
     await lease_runs_out()  # the node died: nobody answered, nobody released
     retry = await s.claim("k2", "fp")
     assert isinstance(retry, Claimed) and retry.logged == "[logged events]"
-    await s.logged("k2", first.token, "stale writer")  # the dead attempt's token no longer writes
+    await s.logged("k2", first.token, "fp", "stale writer")  # the dead attempt's token no longer writes
     await s.release("k2", retry.token)  # a failed attempt ends its lease at once: the next retry need not wait
     again = await s.claim("k2", "fp")
     assert isinstance(again, Claimed) and again.logged == "[logged events]"
+
+
+async def test_a_new_key_logged_without_a_claim_is_resumed_by_a_later_claim(
+        store: tuple[IdempotencyStore, Callable[[], Awaitable[None]]]) -> None:
+    s, lease_runs_out = store
+    await s.logged("k4", "outbox-attempt", "fp", "[batch]")
+    with pytest.raises(IdempotencyConflict):
+        await s.claim("k4", "fp")  # its attempt holds a lease
+    await lease_runs_out()
+    with pytest.raises(IdempotencyConflict):
+        await s.claim("k4", "another body")
+    retry = await s.claim("k4", "fp")
+    assert isinstance(retry, Claimed) and retry.logged == "[batch]"
 
 
 async def test_a_released_key_with_nothing_logged_is_forgotten(store: tuple[IdempotencyStore, object]) -> None:
@@ -229,31 +243,23 @@ async def test_a_node_dying_mid_request_blocks_retries_only_for_its_lease(make_l
     assert len(received(lab, "usr_amira", "wallet:balance_updated")) == 1
 
 
-async def test_log_append_done_fanout_failed_then_a_retry_delivers_once(make_lab: MakeLab, redis_url: str) -> None:
+async def test_log_append_done_fanout_failed_then_a_retry_delivers_once(make_lab: MakeLab,
+                                                                         redis_user: RedisUser) -> None:
     """The case that motivated keys: the event is logged, the fan-out fails (503), the backend retries."""
-    admin = aioredis.from_url(redis_url)
-    user, password = f"gw{secrets.token_hex(3)}", secrets.token_hex(8)
-    await admin.execute_command("ACL", "SETUSER", user, "on", f">{password}", "~*", "&*", "+@all")
-    url = redis_url.replace("redis://", f"redis://{user}:{password}@")
-    try:
-        lab = await make_lab(event_rate=0, redis_url=url, redis_prefix=f"t-{secrets.token_hex(3)}")
-        await lab.client("usr_amira")
-        body = envelope("wallet.balance_updated")
-        await admin.execute_command("ACL", "SETUSER", user, "-publish")  # the fan-out's PUBLISH now fails
-        status, answer = await post(lab, body, "k-motivating")
-        assert status == 503 and answer["error"]["code"] == "unavailable"  # type: ignore[index]
-        await admin.execute_command("ACL", "SETUSER", user, "+publish")
-        status, answer = await post(lab, body, "k-motivating")
-        assert status == 202
-        event_id = answer["events"][0]["eventIds"]["user:usr_amira"]  # type: ignore[index]
-        await fence(lab)
-        assert received(lab, "usr_amira", "wallet:balance_updated") == [event_id]
-        head = await lab.blocks.log.head("user:usr_amira")
-        in_log = [e.event_id for e in await lab.blocks.log.read_after("user:usr_amira", head.split(":")[0] + ":0-0")
-                  if e.event == "wallet:balance_updated"]
-        assert in_log == [event_id]
-        assert await post(lab, body, "k-motivating") == (status, answer)
-    finally:
-        await admin.execute_command("ACL", "DELUSER", user)
-        await admin.aclose()
-
+    lab = await make_lab(event_rate=0, redis_url=redis_user.url, redis_prefix=f"t-{secrets.token_hex(3)}")
+    await lab.client("usr_amira")
+    body = envelope("wallet.balance_updated")
+    await redis_user.acl("-publish")  # the log's XADD still works; the fan-out's PUBLISH fails
+    status, answer = await post(lab, body, "k-motivating")
+    assert status == 503 and answer["error"]["code"] == "unavailable"  # type: ignore[index]
+    await redis_user.acl("+publish")
+    status, answer = await post(lab, body, "k-motivating")
+    assert status == 202
+    event_id = answer["events"][0]["eventIds"]["user:usr_amira"]  # type: ignore[index]
+    await fence(lab)
+    assert received(lab, "usr_amira", "wallet:balance_updated") == [event_id]
+    epoch = (await lab.blocks.log.head("user:usr_amira")).split(":")[0]
+    in_log = [e.event_id for e in await lab.blocks.log.read_after("user:usr_amira", f"{epoch}:0-0")
+              if e.event == "wallet:balance_updated"]
+    assert in_log == [event_id]
+    assert await post(lab, body, "k-motivating") == (status, answer)
