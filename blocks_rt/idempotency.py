@@ -205,8 +205,7 @@ async def publish_once(store: IdempotencyStore, dispatcher: Dispatcher, key: str
 
     An attempt that logged its events but could not fan them out (Redis fan-out down) answers 503 and keeps
     them; the retry fans out those same events, so they are in the log once and reach each socket once.
-    `new_key`: a key nobody can have used yet, whose caller records completion itself (the outbox marks its
-    rows): it skips the claim and the stored answer, two round trips to the store.
+    `new_key`: a key nobody can have used yet (the outbox's new batch): no claim, a round trip saved.
     """
     claim = Claimed(new_token()) if new_key else await store.claim(key, fingerprint)
     if isinstance(claim, Answer):
@@ -231,8 +230,6 @@ async def publish_once(store: IdempotencyStore, dispatcher: Dispatcher, key: str
         await _quietly(store.release(key, claim.token))
         raise
     answer = accepted(per_event)
-    if new_key:
-        return answer
     # Published: if the answer cannot be kept (Redis just went down), a retry fans the logged events out again,
     # with the same eventIds, which clients drop as seen. The publisher must still hear that it worked.
     await _quietly(store.answer(key, claim.token, answer))
