@@ -1,9 +1,9 @@
 """Outbox benchmark: rows/s on one and two nodes, commit → socket latency, and the publish API beside them.
 
-    .venv/bin/python benchmarks/outbox.py [--rows 3000] [--rate 1000] [--seconds 5] [--users 10]
+    .venv/bin/python benchmarks/outbox.py [--rows 3000] [--rate 1000] [--seconds 5] [--users 10] [--no-fsync]
 
-Starts a private PostgreSQL (fsync on) and a private Redis, then for 1 and 2 `blocks-rt serve` nodes with
-`BLOCKS_RT_OUTBOX_DSN` set and one socket per demo user (on the first node):
+Starts a private PostgreSQL (fsync on unless --no-fsync) and a private Redis, then for 1 and 2 `blocks-rt serve`
+nodes with `BLOCKS_RT_OUTBOX_DSN` set and one socket per demo user (on the first node):
   throughput  `--rows` notification rows committed at once (transactions of 100); rows/s from the first
               commit to the last socket receipt
   paced       `--rate` rows/s for `--seconds` (a transaction of rate/100 rows every 10 ms); latency from the
@@ -169,9 +169,10 @@ async def main() -> None:
     parser.add_argument("--rate", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--users", type=int, default=10)
+    parser.add_argument("--no-fsync", action="store_true", help="PostgreSQL with fsync off (what the disk costs)")
     args = parser.parse_args()
-    print(json.dumps({"rows": args.rows, "rate": args.rate, "seconds": args.seconds, "users": args.users}))
-    with private_redis() as redis_url, PrivatePostgres(durable=True) as pg:
+    print(json.dumps(vars(args)))
+    with private_redis() as redis_url, PrivatePostgres(durable=not args.no_fsync) as pg:
         for nodes in (1, 2):
             await layout(nodes, redis_url, pg, args)
 
