@@ -85,6 +85,7 @@ class OutboxConsumer:
         self._retention_s = retention_s
         self._task: asyncio.Task[None] | None = None
         self._pruned_at = 0.0
+        self._progressed = False
         self.state: OutboxState = "starting"
 
     async def __aenter__(self) -> OutboxConsumer:
@@ -105,18 +106,20 @@ class OutboxConsumer:
             try:
                 async with await psycopg.AsyncConnection.connect(self._dsn, autocommit=True,
                                                                  connect_timeout=5) as conn:
-                    backoff = 0.1
                     await self._lead(conn)
             except asyncio.CancelledError:
                 raise
             except (psycopg.Error, OSError, BlocksError) as exc:
                 if not isinstance(exc, BlocksError):
                     self._set_state("unreachable")
-                log.warning("outbox: %s; retrying in %.1f s", exc, backoff)
+                log.warning("outbox: %s; retrying", exc)
             except Exception:
                 log.exception("outbox consumer failed; restarting it")
+            # A failed batch is retried first, so it leaves `_lead` (the next one recovers it); backing off
+            # until a batch goes through again keeps a Redis outage from spinning.
+            backoff = 0.1 if self._progressed else min(backoff * 2, max(self._poll_s, 1.0))
+            self._progressed = False
             await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, max(self._poll_s, 1.0))
 
     def _set_state(self, state: OutboxState) -> None:
         self.state = state
@@ -197,6 +200,7 @@ class OutboxConsumer:
                                    "WHERE id = %s", (error, row_id))
             await conn.execute("UPDATE blocks_rt_outbox SET processed_at = now(), batch = NULL WHERE batch = %s",
                                (key,))
+        self._progressed = True
         self._metrics.rows.labels("delivered").inc(len(valid))
         if dead:
             self._metrics.rows.labels("dead").inc(len(dead))
