@@ -103,12 +103,12 @@ def create_app(settings: Settings, *, users: UserDirectory | None = None) -> web
             dispatcher = Dispatcher(log, blocks.fanout, metrics)
             bus.subscribe(dispatcher)
             idempotency = await stack.enter_async_context(_idempotency_store(settings))
-            api.start(dispatcher, idempotency)
+            api.start(dispatcher, idempotency, log)
             if settings.outbox_dsn:
                 from .outbox import OutboxConsumer
 
                 blocks.outbox = await stack.enter_async_context(OutboxConsumer(
-                    settings.outbox_dsn, dispatcher, idempotency, metrics, poll_s=settings.outbox_poll_s,
+                    settings.outbox_dsn, dispatcher, log, idempotency, metrics, poll_s=settings.outbox_poll_s,
                     batch=settings.outbox_batch, retention_s=settings.outbox_retention_s))
             yield
             await gateway.aclose()

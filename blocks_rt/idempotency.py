@@ -25,7 +25,8 @@ import orjson
 from .bus import DomainEvent
 from .delivery import Dispatcher, PerEvent
 from .errors import BlocksError, InvalidEvent
-from .eventlog import LoggedEvent, parse_event_id
+from .eventlog import EventLog, LoggedEvent, parse_event_id
+from .router import route
 
 KEY_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 
@@ -48,10 +49,15 @@ class Answer:
 
 @dataclass(frozen=True)
 class Claimed:
-    """The key is ours until the lease ends; `logged` holds what an earlier attempt already logged."""
+    """The key is ours until the lease ends; `logged` holds what an earlier attempt already logged.
+
+    `since` (unix ms) is set when an earlier attempt died without saying whether it logged anything: it may
+    have appended from then on.
+    """
 
     token: str
     logged: str | None = None
+    since: int | None = None
 
 
 class IdempotencyConflict(BlocksError):
@@ -92,9 +98,8 @@ class IdempotencyStore(Protocol):
     async def claim(self, key: str, fingerprint: str) -> Claimed | Answer:
         """The stored answer, or the key for us (a fresh lease); IdempotencyConflict otherwise."""
 
-    async def logged(self, key: str, token: str, fingerprint: str, events: str) -> None:
-        """Keep what was logged under this claim (before the fan-out, which may fail); creates the record of a
-        key never claimed (a caller sure that nobody else has it, like the outbox with a new batch)."""
+    async def logged(self, key: str, token: str, events: str) -> None:
+        """Keep what was logged under this claim (before the fan-out, which may fail)."""
 
     async def answer(self, key: str, token: str, answer: Answer) -> None:
         """Keep the final answer until the TTL."""
@@ -109,6 +114,7 @@ class _Record:
     token: str
     lease_until: float
     expires_at: float
+    since: int
     logged: str | None = None
     answer: Answer | None = None
 
@@ -140,7 +146,8 @@ class MemoryIdempotencyStore:
         record = self._records.get(key)
         token = new_token()
         if record is None:
-            self._records[key] = _Record(fingerprint, token, now + self._lease_s, now + self._ttl_s)
+            self._records[key] = _Record(fingerprint, token, now + self._lease_s, now + self._ttl_s,
+                                         int(time.time() * 1000))  # the memory log's clock
             return Claimed(token)
         if record.fingerprint != fingerprint:
             raise reused(key)
@@ -149,16 +156,13 @@ class MemoryIdempotencyStore:
         if record.lease_until > now:
             raise in_flight(key)
         record.token, record.lease_until = token, now + self._lease_s
-        return Claimed(token, record.logged)
+        return Claimed(token, record.logged, record.since if record.logged is None else None)
 
     def _owned(self, key: str, token: str) -> _Record | None:
         record = self._records.get(key)
         return record if record is not None and record.token == token else None
 
-    async def logged(self, key: str, token: str, fingerprint: str, events: str) -> None:
-        if key not in self._records:
-            now = self._clock()
-            self._records[key] = _Record(fingerprint, token, now + self._lease_s, now + self._ttl_s)
+    async def logged(self, key: str, token: str, events: str) -> None:
         if record := self._owned(key, token):
             record.logged = events
 
@@ -194,20 +198,49 @@ def _decode_logged(raw: str) -> PerEvent:
             for name, items in orjson.loads(raw)]
 
 
+CLOCK_SKEW_MS = 2000  # between the store's clock and the log's (one Redis: none; memory: one process)
+
+
+async def already_logged(log: EventLog, batch: Sequence[DomainEvent], since: int) -> PerEvent | None:
+    """The batch's deliveries if a dead attempt logged them (each found in its stream since `since`), or None.
+
+    Dedupe against the log: a delivery matches a kept event of its stream with the same wire event and the same
+    payload (its `eventId` and `stream` aside), each kept event used once, in order.
+    """
+    routed = [(event.name, route(event.name, event.data)) for event in batch]
+    kept = {stream: await log.read_since(stream, since - CLOCK_SKEW_MS)
+            for stream in dict.fromkeys(d.stream for _, deliveries in routed for d in deliveries)}
+    used: set[str] = set()
+    per_event: PerEvent = []
+    for name, deliveries in routed:
+        items = []
+        for d in deliveries:
+            expected = orjson.loads(orjson.dumps(d.payload))
+            match = next((item for item in kept[d.stream] if item.event_id not in used and item.event == d.event
+                          and {k: v for k, v in item.payload.items() if k not in ("eventId", "stream")} == expected),
+                         None)
+            if match is None:
+                return None
+            used.add(match.event_id)
+            items.append(match)
+        per_event.append((name, items))
+    return per_event
+
+
 def refused(exc: InvalidEvent) -> Answer:
     details = {k: v for k, v in exc.details.items() if v is not None}
     return Answer(400, {"error": {"code": exc.code, "message": exc.message, **details}})
 
 
-async def publish_once(store: IdempotencyStore, dispatcher: Dispatcher, key: str, fingerprint: str,
-                       validate: Callable[[], Sequence[DomainEvent]], *, new_key: bool = False) -> Answer:
+async def publish_once(store: IdempotencyStore, dispatcher: Dispatcher, log: EventLog, key: str,
+                       fingerprint: str, validate: Callable[[], Sequence[DomainEvent]]) -> Answer:
     """Publish what `validate()` gives under `key`, once: a repeat gets the first answer and publishes nothing.
 
     An attempt that logged its events but could not fan them out (Redis fan-out down) answers 503 and keeps
     them; the retry fans out those same events, so they are in the log once and reach each socket once.
-    `new_key`: a key nobody can have used yet (the outbox's new batch): no claim, a round trip saved.
+    An attempt that died between its log append and its record of it (one round trip) is found in the log.
     """
-    claim = Claimed(new_token()) if new_key else await store.claim(key, fingerprint)
+    claim = await store.claim(key, fingerprint)
     if isinstance(claim, Answer):
         return claim
     try:
@@ -223,9 +256,15 @@ async def publish_once(store: IdempotencyStore, dispatcher: Dispatcher, key: str
                 return answer
 
             async def keep(per_event: PerEvent) -> None:
-                await store.logged(key, claim.token, fingerprint, _encode_logged(per_event))
+                await store.logged(key, claim.token, _encode_logged(per_event))
 
-            per_event = await dispatcher.dispatch(batch, on_logged=keep)
+            found = await already_logged(log, batch, claim.since) if claim.since is not None else None
+            if found is not None:
+                await keep(found)
+                await dispatcher.redeliver([item for _, items in found for item in items])
+                per_event = found
+            else:
+                per_event = await dispatcher.dispatch(batch, on_logged=keep)
     except BaseException:
         await _quietly(store.release(key, claim.token))
         raise

@@ -2,7 +2,8 @@
 
 One hash per key, `<prefix>:idem:<key>` (see `keys.Keys.idempotency`), expiring after the TTL: `fp` (the body's
 fingerprint), `token` (the attempt holding the lease), `lease` (until when, in Redis's own clock, ms), `logged`
-(what the attempt logged) and `answer`. Claims are one Lua script, so two nodes never both win a key; leases
+(what the attempt logged), `since` (when the first attempt began, Redis's clock: a retry after an attempt that
+died looks in the log from then on) and `answer`. Claims are one Lua script, so two nodes never both win a key; leases
 use Redis's clock, so the nodes' clocks need not agree. Stored payloads are opaque strings to the scripts
 (Lua's cjson would round money numbers).
 """
@@ -23,7 +24,7 @@ _NOW = "local t = redis.call('TIME') local now = tonumber(t[1]) * 1000 + math.fl
 CLAIM = _NOW + """
 local r = redis.call('HMGET', KEYS[1], 'fp', 'lease', 'answer', 'logged')
 if not r[1] then
-  redis.call('HSET', KEYS[1], 'fp', ARGV[1], 'token', ARGV[2], 'lease', now + tonumber(ARGV[3]))
+  redis.call('HSET', KEYS[1], 'fp', ARGV[1], 'token', ARGV[2], 'lease', now + tonumber(ARGV[3]), 'since', now)
   redis.call('PEXPIRE', KEYS[1], ARGV[4])
   return {'claimed'}
 end
@@ -32,17 +33,13 @@ if r[3] then return {'answered', r[3]} end
 if tonumber(r[2]) > now then return {'in_flight'} end
 redis.call('HSET', KEYS[1], 'token', ARGV[2], 'lease', now + tonumber(ARGV[3]))
 if r[4] then return {'claimed', r[4]} end
-return {'claimed'}
+return {'claimed', '', redis.call('HGET', KEYS[1], 'since')}
 """
 
 # ARGV[1] is the attempt's token: an attempt whose lease was taken over writes nothing.
-LOGGED = _NOW + """
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  redis.call('HSET', KEYS[1], 'fp', ARGV[2], 'token', ARGV[1], 'lease', now + tonumber(ARGV[4]))
-  redis.call('PEXPIRE', KEYS[1], ARGV[5])
-end
+LOGGED = """
 if redis.call('HGET', KEYS[1], 'token') ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'logged', ARGV[3])
+redis.call('HSET', KEYS[1], 'logged', ARGV[2])
 return 1
 """
 
@@ -103,10 +100,14 @@ class RedisIdempotencyStore:
             raise in_flight(key)
         if state == "answered":
             return Answer.decode(found[1])
-        return Claimed(token, found[1] if len(found) > 1 else None)
+        if len(found) == 1:
+            return Claimed(token)
+        if found[1]:
+            return Claimed(token, found[1])
+        return Claimed(token, since=int(found[2]))  # an attempt died at an unknown point
 
-    async def logged(self, key: str, token: str, fingerprint: str, events: str) -> None:
-        await self._run("logged", key, token, fingerprint, events, self._lease_ms, self._ttl_ms)
+    async def logged(self, key: str, token: str, events: str) -> None:
+        await self._run("logged", key, token, events)
 
     async def answer(self, key: str, token: str, answer: Answer) -> None:
         await self._run("answer", key, token, answer.encode())

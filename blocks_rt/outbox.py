@@ -32,6 +32,7 @@ from prometheus_client import Counter, Gauge
 from .bus import DomainEvent, validate
 from .delivery import Dispatcher
 from .errors import BlocksError, InvalidEvent
+from .eventlog import EventLog
 from .idempotency import IdempotencyConflict, IdempotencyStore, publish_once
 from .metrics import Metrics
 
@@ -74,10 +75,12 @@ class OutboxMetrics:
 class OutboxConsumer:
     """Read `blocks_rt_outbox` and publish each committed row once, woken by NOTIFY, polling as the fallback."""
 
-    def __init__(self, dsn: str, dispatcher: Dispatcher, idempotency: IdempotencyStore, metrics: Metrics, *,
+    def __init__(self, dsn: str, dispatcher: Dispatcher, log_: EventLog, idempotency: IdempotencyStore,
+                 metrics: Metrics, *,
                  poll_s: float = 1.0, batch: int = 500, retention_s: float = 7 * 24 * 3600) -> None:
         self._dsn = dsn
         self._dispatcher = dispatcher
+        self._log = log_
         self._idempotency = idempotency
         self._metrics = OutboxMetrics(metrics)
         self._poll_s = poll_s
@@ -138,7 +141,7 @@ class OutboxConsumer:
         for batch, *columns in await cursor.fetchall():
             unfinished.setdefault(batch, []).append(Row(*columns))
         for key, rows in unfinished.items():
-            await self._publish(conn, key, rows, new_key=False)
+            await self._publish(conn, key, rows)
         while True:
             while await self._next_batch(conn):
                 pass
@@ -170,11 +173,10 @@ class OutboxConsumer:
         found = sorted(await cursor.fetchall(), key=lambda r: (r[0] is None, r[0] or 0, r[1]))
         if not found:
             return False
-        await self._publish(conn, key, [Row(*columns) for _, *columns in found], new_key=True)
+        await self._publish(conn, key, [Row(*columns) for _, *columns in found])
         return True
 
-    async def _publish(self, conn: psycopg.AsyncConnection[Any], key: str, rows: list[Row], *,
-                       new_key: bool) -> None:
+    async def _publish(self, conn: psycopg.AsyncConnection[Any], key: str, rows: list[Row]) -> None:
         valid: list[tuple[Row, DomainEvent]] = []
         dead: list[tuple[int, str]] = []
         for row in rows:
@@ -185,8 +187,8 @@ class OutboxConsumer:
         if valid:
             fingerprint = hashlib.sha256(",".join(str(row.id) for row, _ in valid).encode()).hexdigest()
             try:
-                answer = await publish_once(self._idempotency, self._dispatcher, key, fingerprint,
-                                            lambda: [event for _, event in valid], new_key=new_key)
+                answer = await publish_once(self._idempotency, self._dispatcher, self._log, key, fingerprint,
+                                            lambda: [event for _, event in valid])
             except IdempotencyConflict as exc:  # a former leader, cut off from PostgreSQL, still publishing it
                 raise BlocksError(f"batch {key}: {exc.message}") from exc
             if answer.status != 202:  # cannot happen: every row was validated above

@@ -12,6 +12,7 @@ from aiohttp import web
 from .bus import DomainEvent, validate
 from .delivery import Dispatcher
 from .errors import InvalidEvent, ServiceUnavailable
+from .eventlog import EventLog
 from .idempotency import (
     KEY_PATTERN,
     Answer,
@@ -74,10 +75,11 @@ class PublishApi:
         self._max_batch = max_batch
         self._dispatcher: Dispatcher | None = None
         self._idempotency: IdempotencyStore | None = None
+        self._log: EventLog | None = None
 
-    def start(self, dispatcher: Dispatcher, idempotency: IdempotencyStore) -> None:
+    def start(self, dispatcher: Dispatcher, idempotency: IdempotencyStore, log: EventLog) -> None:
         """Accept requests from now on (the app's lifecycle calls it once the log and fan-out run)."""
-        self._dispatcher, self._idempotency = dispatcher, idempotency
+        self._dispatcher, self._idempotency, self._log = dispatcher, idempotency, log
 
     def routes(self) -> list[web.RouteDef]:
         return [web.post("/api/events", self.publish), web.get("/metrics", self.metrics)]
@@ -129,7 +131,7 @@ class PublishApi:
                 return _refusal(400, "invalid_envelope",
                                 f"event[{index}] must be {{\"event\": str, \"data\": object}}", index=index)
             batch.append((item["event"], item["data"]))
-        if self._dispatcher is None or self._idempotency is None:
+        if self._dispatcher is None or self._idempotency is None or self._log is None:
             return _refusal(503, "unavailable", "the gateway is starting")
 
         def validated() -> list[DomainEvent]:
@@ -141,7 +143,8 @@ class PublishApi:
                     return accepted(await self._dispatcher.dispatch(validated()))
                 except InvalidEvent as exc:
                     return refused(exc)
-            return await publish_once(self._idempotency, self._dispatcher, key, fingerprint(body), validated)
+            return await publish_once(self._idempotency, self._dispatcher, self._log, key, fingerprint(body),
+                                      validated)
         except IdempotencyConflict as exc:
             return _refusal(409, exc.code, exc.message)
         except ServiceUnavailable as exc:

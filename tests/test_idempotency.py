@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
@@ -11,6 +12,7 @@ import pytest
 import redis.asyncio as aioredis
 from samples import envelope
 
+from blocks_rt.bus import validate
 from blocks_rt.idempotency import (
     Answer,
     Claimed,
@@ -20,6 +22,7 @@ from blocks_rt.idempotency import (
     fingerprint,
 )
 from blocks_rt.idempotency_redis import RedisIdempotencyStore
+from blocks_rt.router import route
 from blocks_rt.testing.lab import LAB_API_KEY, Lab
 from conftest import RedisUser
 
@@ -96,27 +99,25 @@ async def test_a_dead_attempt_lets_a_retry_resume_what_it_logged(
     s, lease_runs_out = store
     first = await s.claim("k2", "fp")
     assert isinstance(first, Claimed)
-    await s.logged("k2", first.token, "fp", "[logged events]")
+    await s.logged("k2", first.token, "[logged events]")
     await lease_runs_out()  # the node died: nobody answered, nobody released
     retry = await s.claim("k2", "fp")
-    assert isinstance(retry, Claimed) and retry.logged == "[logged events]"
-    await s.logged("k2", first.token, "fp", "stale writer")  # the dead attempt's token no longer writes
+    assert isinstance(retry, Claimed) and retry.logged == "[logged events]" and retry.since is None
+    await s.logged("k2", first.token, "stale writer")  # the dead attempt's token no longer writes
     await s.release("k2", retry.token)  # a failed attempt ends its lease at once: the next retry need not wait
     again = await s.claim("k2", "fp")
     assert isinstance(again, Claimed) and again.logged == "[logged events]"
 
 
-async def test_a_new_key_logged_without_a_claim_is_resumed_by_a_later_claim(
+async def test_a_retry_after_an_attempt_that_recorded_nothing_learns_since_when_to_look_in_the_log(
         store: tuple[IdempotencyStore, Callable[[], Awaitable[None]]]) -> None:
     s, lease_runs_out = store
-    await s.logged("k4", "outbox-attempt", "fp", "[batch]")
-    with pytest.raises(IdempotencyConflict):
-        await s.claim("k4", "fp")  # its attempt holds a lease
+    first = await s.claim("k5", "fp")
+    assert isinstance(first, Claimed) and first.since is None
     await lease_runs_out()
-    with pytest.raises(IdempotencyConflict):
-        await s.claim("k4", "another body")
-    retry = await s.claim("k4", "fp")
-    assert isinstance(retry, Claimed) and retry.logged == "[batch]"
+    retry = await s.claim("k5", "fp")
+    assert isinstance(retry, Claimed) and retry.logged is None and retry.since is not None
+    assert abs(retry.since - time.time() * 1000) < 5000
 
 
 async def test_a_released_key_with_nothing_logged_is_forgotten(store: tuple[IdempotencyStore, object]) -> None:
@@ -241,6 +242,33 @@ async def test_a_node_dying_mid_request_blocks_retries_only_for_its_lease(make_l
     assert (await post(lab, body, "k-died"))[0] == 202
     await fence(lab)
     assert len(received(lab, "usr_amira", "wallet:balance_updated")) == 1
+
+
+async def test_an_attempt_that_died_after_its_log_append_is_found_in_the_log(make_lab: MakeLab,
+                                                                             redis_url: str) -> None:
+    """The narrowest window: a node appended to the log and died before recording it. The retry finds it there."""
+    prefix = f"t-{secrets.token_hex(3)}"
+    lab = await make_lab(event_rate=0, redis_url=redis_url, redis_prefix=prefix)
+    amira = await lab.client("usr_amira")
+    await amira.subscribe_property("prop_palm")
+    body = [envelope("wallet.balance_updated"), envelope("investment.created")]
+    async with RedisIdempotencyStore(redis_url, prefix, lease_s=LEASE_S) as dying_node:
+        assert isinstance(await dying_node.claim("k-append", fingerprint(body)), Claimed)
+        events = [validate(item["event"], item["data"]) for item in body]
+        logged = await lab.blocks.log.append([d for e in events for d in route(e.name, e.data)])
+    # ... and it died here: no record of the append, no fan-out
+    await asyncio.sleep(LEASE_S + 0.05)  # the lease is Redis's clock
+    status, answer = await post(lab, body, "k-append")
+    assert status == 202
+    assert [event_id for e in answer["events"] for event_id in e["eventIds"].values()] == \
+        [item.event_id for item in logged]  # type: ignore[index, union-attr]
+    await fence(lab)
+    assert received(lab, "usr_amira", "wallet:balance_updated") == [logged[0].event_id]
+    assert received(lab, "usr_amira", "investment:created") == [logged[1].event_id]
+    assert received(lab, "usr_amira", "property:funding_updated") == [logged[2].event_id]
+    for item in logged:
+        assert [e.event_id for e in await lab.blocks.log.read_since(item.stream, 0) if e.event == item.event] == \
+            [item.event_id]
 
 
 async def test_log_append_done_fanout_failed_then_a_retry_delivers_once(make_lab: MakeLab,
