@@ -227,15 +227,19 @@ async def test_a_retry_on_another_node_is_recognised(make_lab: MakeLab, redis_ur
     assert len(received(node_b, "usr_amira", "wallet:balance_updated")) == 1
 
 
+async def claimed_by_a_node_that_dies(redis_url: str, prefix: str, key: str, body: object) -> None:
+    """A node claims `key` for `body` and is gone mid-request: its claim stays, under its lease."""
+    async with RedisIdempotencyStore(redis_url, prefix, lease_s=LEASE_S) as node:
+        assert isinstance(await node.claim(key, fingerprint(body)), Claimed)
+
+
 async def test_a_node_dying_mid_request_blocks_retries_only_for_its_lease(make_lab: MakeLab,
                                                                           redis_url: str) -> None:
     prefix = f"t-{secrets.token_hex(3)}"
     lab = await make_lab(event_rate=0, redis_url=redis_url, redis_prefix=prefix)
     await lab.client("usr_amira")
     body = envelope("wallet.balance_updated")
-    async with RedisIdempotencyStore(redis_url, prefix, lease_s=LEASE_S) as dead_node:
-        assert isinstance(await dead_node.claim("k-died", fingerprint(body)), Claimed)
-    # the node is gone mid-request: its claim stays, with its lease
+    await claimed_by_a_node_that_dies(redis_url, prefix, "k-died", body)
     status, answer = await post(lab, body, "k-died")
     assert status == 409 and answer["error"]["code"] == "idempotency_key_in_flight"  # type: ignore[index]
     await asyncio.sleep(LEASE_S + 0.05)  # the lease is Redis's clock: no fake clock reaches it
@@ -252,10 +256,9 @@ async def test_an_attempt_that_died_after_its_log_append_is_found_in_the_log(mak
     amira = await lab.client("usr_amira")
     await amira.subscribe_property("prop_palm")
     body = [envelope("wallet.balance_updated"), envelope("investment.created")]
-    async with RedisIdempotencyStore(redis_url, prefix, lease_s=LEASE_S) as dying_node:
-        assert isinstance(await dying_node.claim("k-append", fingerprint(body)), Claimed)
-        events = [validate(item["event"], item["data"]) for item in body]
-        logged = await lab.blocks.log.append([d for e in events for d in route(e.name, e.data)])
+    await claimed_by_a_node_that_dies(redis_url, prefix, "k-append", body)
+    events = [validate(item["event"], item["data"]) for item in body]
+    logged = await lab.blocks.log.append([d for e in events for d in route(e.name, e.data)])  # the node's append
     # ... and it died here: no record of the append, no fan-out
     await asyncio.sleep(LEASE_S + 0.05)  # the lease is Redis's clock
     status, answer = await post(lab, body, "k-append")
