@@ -200,8 +200,8 @@ class OutboxConsumer:
             for row_id, error in dead:
                 await conn.execute("UPDATE blocks_rt_outbox SET dead_at = now(), batch = NULL, error = %s "
                                    "WHERE id = %s", (error, row_id))
-            await conn.execute("UPDATE blocks_rt_outbox SET processed_at = now(), batch = NULL WHERE batch = %s",
-                               (key,))
+            await conn.execute("UPDATE blocks_rt_outbox SET processed_at = now(), batch = NULL WHERE id = ANY(%s)",
+                               ([row.id for row, _ in valid],))
         self._progressed = True
         self._metrics.rows.labels("delivered").inc(len(valid))
         if dead:

@@ -13,7 +13,7 @@ CREATE TABLE IF NOT EXISTS blocks_rt_outbox (
     error        text                         -- why
 );
 CREATE SEQUENCE IF NOT EXISTS blocks_rt_outbox_seq;
-CREATE INDEX IF NOT EXISTS blocks_rt_outbox_pending ON blocks_rt_outbox (seq)
+CREATE INDEX IF NOT EXISTS blocks_rt_outbox_pending ON blocks_rt_outbox (seq, id)
     WHERE processed_at IS NULL AND dead_at IS NULL;
 CREATE INDEX IF NOT EXISTS blocks_rt_outbox_processed ON blocks_rt_outbox (processed_at)
     WHERE processed_at IS NOT NULL;
