@@ -13,7 +13,7 @@ import socket
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, aclosing
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
 
@@ -23,12 +23,16 @@ from .directory import JsonUserDirectory, UserDirectory
 from .eventlog import EventLog, MemoryEventLog
 from .fanout import Fanout, LocalFanout, RoomHost
 from .gateway import Gateway, socketio_server
+from .idempotency import IdempotencyStore, MemoryIdempotencyStore
 from .metrics import Metrics
 from .presence import ClusterPresence, LocalClusterPresence, Presence
 from .publish_api import PublishApi
 from .reference.services import Services
 from .reference.state import Store
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from .outbox import OutboxConsumer
 
 
 class HostingFanout(Fanout, RoomHost, Protocol):
@@ -46,6 +50,7 @@ class Blocks:
     services: Services
     metrics: Metrics
     fanout: Fanout
+    outbox: OutboxConsumer | None = None
 
 
 BLOCKS = web.AppKey("blocks", Blocks)
@@ -91,6 +96,15 @@ def _redis(settings: Settings, event_log: EventLog, delivery: LocalDelivery, met
     return Backends(fanout, cluster, [aclosing(client), fanout, cluster])
 
 
+def _idempotency_store(settings: Settings) -> IdempotencyStore:
+    if settings.redis_url:
+        from .idempotency_redis import RedisIdempotencyStore
+
+        return RedisIdempotencyStore(settings.redis_url, settings.redis_prefix, settings.idempotency_ttl_s,
+                                     settings.idempotency_lease_s)
+    return MemoryIdempotencyStore(settings.idempotency_ttl_s, settings.idempotency_lease_s)
+
+
 def create_app(settings: Settings, *, users: UserDirectory | None = None) -> web.Application:
     """The gateway as an aiohttp application (Socket.IO at /socket.io/, namespace /mobile)."""
     metrics = Metrics()
@@ -109,7 +123,7 @@ def create_app(settings: Settings, *, users: UserDirectory | None = None) -> web
     app = web.Application(client_max_size=settings.max_publish_bytes)  # the publish API reads bodies up to this
     app[BLOCKS] = blocks
     sio.attach(app)
-    api = PublishApi(bus, metrics, settings.api_key, settings.max_publish_bytes, settings.max_publish_batch)
+    api = PublishApi(metrics, settings.api_key, settings.max_publish_bytes, settings.max_publish_batch)
     app.router.add_routes(api.routes())
     app.router.add_get("/healthz", _healthz)
 
@@ -128,7 +142,16 @@ def create_app(settings: Settings, *, users: UserDirectory | None = None) -> web
             await stack.enter_async_context(event_log)
             for resource in backends.resources:
                 await stack.enter_async_context(resource)
-            bus.subscribe(Dispatcher(event_log, backends.fanout, metrics))
+            dispatcher = Dispatcher(event_log, backends.fanout, metrics)
+            bus.subscribe(dispatcher)
+            idempotency = await stack.enter_async_context(_idempotency_store(settings))
+            api.start(dispatcher, idempotency, event_log)
+            if settings.outbox_dsn:
+                from .outbox import OutboxConsumer
+
+                blocks.outbox = await stack.enter_async_context(OutboxConsumer(
+                    settings.outbox_dsn, dispatcher, event_log, idempotency, metrics, poll_s=settings.outbox_poll_s,
+                    batch=settings.outbox_batch, retention_s=settings.outbox_retention_s))
             yield
             await gateway.aclose()
 
@@ -145,4 +168,6 @@ async def _healthz(request: web.Request) -> web.Response:
     healthy = blocks.fanout.healthy
     body = {"status": "ok" if healthy else "unhealthy", "fanout": "ok" if healthy else "down",
             "sockets": blocks.gateway.presence.socket_count, "users": blocks.gateway.presence.user_count}
+    if blocks.outbox is not None:  # said, not failed on: sockets are served while the outbox database is away
+        body["outbox"] = blocks.outbox.state
     return web.json_response(body, status=200 if healthy else 503)

@@ -1,4 +1,5 @@
-"""`blocks-rt serve | token | demo`: run the gateway, mint a token, watch a scripted story."""
+"""`blocks-rt serve | token | demo | outbox init`: run the gateway, mint a token, watch a scripted story, create
+the outbox table."""
 
 from __future__ import annotations
 
@@ -137,6 +138,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     p_token.add_argument("user_id")
     p_token.add_argument("--ttl", type=float, default=3600, help="seconds (default 3600)")
     sub.add_parser("demo", help="run a scripted story and print what each user receives")
+    p_outbox = sub.add_parser("outbox", help="the PostgreSQL outbox (BLOCKS_RT_OUTBOX_DSN)")
+    p_outbox.add_argument("action", choices=["init"], help="init: create the table (safe to run again)")
+    p_outbox.add_argument("--dsn", help="default: BLOCKS_RT_OUTBOX_DSN")
     from . import contract
     contract.add_parser(sub)
     args = parser.parse_args(argv)
@@ -163,6 +167,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(mint_token(settings, args.user_id, args.ttl))
     elif args.command == "demo":
         asyncio.run(demo(_with_dev_secrets(settings)))
+    elif args.command == "outbox":
+        dsn = args.dsn or settings.outbox_dsn
+        if not dsn:
+            parser.error("no database: set BLOCKS_RT_OUTBOX_DSN or pass --dsn")
+        from . import outbox  # needs the `postgres` extra
+
+        asyncio.run(outbox.init(dsn))
+        print("blocks_rt_outbox is ready")
 
 
 if __name__ == "__main__":

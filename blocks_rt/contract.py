@@ -24,6 +24,7 @@ from pydantic.json_schema import GenerateJsonSchema, models_json_schema
 from . import events as ev
 from . import examples as ex
 from . import messages as msg
+from .publish_api import IDEMPOTENCY_KEY, PUBLISH_ERRORS
 from .router import ROUTES
 from .settings import NAMESPACE
 
@@ -191,6 +192,11 @@ _CLIENT_DOCS = {
 assert _CLIENT_DOCS.keys() == msg.CLIENT_EVENTS.keys(), "describe every client event"
 _PARAMETER_EXAMPLES = {"userId": "usr_amira", "propertyId": "prop_palm", "orgId": "org_marina"}
 
+def _publish_table() -> str:
+    return "| error.code | status | meaning |\n| --- | --- | --- |\n" + "".join(
+        f"| `{code}` | {status} | {meaning} |\n" for code, (status, meaning) in PUBLISH_ERRORS.items())
+
+
 _INFO = f"""The real-time gateway of Blocks, generated from the pydantic models of `blocks_rt` \
 (`blocks-rt spec asyncapi`): do not edit by hand.
 
@@ -207,6 +213,18 @@ stream cannot be replayed: refetch its state over REST.
 
 **Client events** are acknowledged (Socket.IO acks): `{{success: true, ...}}`, or
 `{{success: false, error: {{code, message}}}}`, and the connection stays healthy.
+
+**Publish API (backends, HTTP).** `POST /api/events` with `Authorization: Bearer <API key>` and a JSON
+body: one `{{"event": "<domain event>", "data": {{...}}}}` or a list of them, all or nothing. With an
+`{IDEMPOTENCY_KEY}` header (1-128 characters of `A-Z a-z 0-9 _ . : -`), a repeat with the same key and
+the same body within `BLOCKS_RT_IDEMPOTENCY_TTL_S` (24 h) publishes nothing and gets the first answer
+again, same status and body. `202` answers what was accepted, each event's `eventId` per stream:
+`{{"accepted": 2, "events": [{{"event": "investment.created", "eventIds": {{"user:usr_amira": "<eventId>",
+"property:prop_palm": "<eventId>"}}}}, ...]}}`. A refusal is `{{"error": {{"code", "message", ...}}}}`:
+
+{_publish_table()}
+Every committed row of the PostgreSQL outbox table `blocks_rt_outbox` (`event`, `data`) is published as
+if by this API, once (see the README's outbox contract).
 """
 
 

@@ -16,7 +16,7 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from . import messages as msg
 from .bus import DomainEvent
@@ -28,6 +28,10 @@ from .metrics import Metrics
 from .ratelimit import StreamPacer
 from .router import route
 from .settings import NAMESPACE
+
+PerEvent = list[tuple[str, list[LoggedEvent]]]
+"""Each domain event of a batch with its logged deliveries (one per stream it was routed to)."""
+OnLogged = Callable[[PerEvent], Awaitable[None]]
 
 
 class Emitter(Protocol):
@@ -47,13 +51,30 @@ class Dispatcher:
         self._in_order = asyncio.Lock()
 
     async def __call__(self, batch: Sequence[DomainEvent]) -> None:
-        deliveries = [d for e in batch for d in route(e.name, e.data)]
+        await self.dispatch(batch)
+
+    async def dispatch(self, batch: Sequence[DomainEvent], on_logged: OnLogged | None = None) -> PerEvent:
+        """Log and fan out `batch`; returns each domain event's logged deliveries (`on_logged` sees them first)."""
+        routed = [route(e.name, e.data) for e in batch]
         # One batch at a time from the log to the fan-out: two batches logged concurrently could otherwise
         # reach a socket out of log order, and a client that saw the later id drops the earlier event.
         async with self._in_order:
-            logged = await self._log.append(deliveries)
+            logged = await self._log.append([d for deliveries in routed for d in deliveries])
             for name, count in Counter(e.name for e in batch).items():
                 self._metrics.child(self._metrics.published, name).inc(count)
+            per_event: PerEvent = []
+            start = 0
+            for event, deliveries in zip(batch, routed, strict=True):
+                per_event.append((event.name, logged[start:start + len(deliveries)]))
+                start += len(deliveries)
+            if on_logged is not None:
+                await on_logged(per_event)
+            await self._fanout.publish(logged)
+        return per_event
+
+    async def redeliver(self, logged: Sequence[LoggedEvent]) -> None:
+        """Fan out events already in the log again (an idempotent retry after a failed fan-out)."""
+        async with self._in_order:
             await self._fanout.publish(logged)
 
 

@@ -99,6 +99,9 @@ class EventLog(Protocol):
     async def latest(self, stream: str, event: str) -> LoggedEvent | None:
         """The most recent kept event of one type in a stream (e.g. the funding bar)."""
 
+    async def read_since(self, stream: str, ms: int) -> list[LoggedEvent]:
+        """Every kept event logged at or after `ms` (unix ms on the log's clock), in order."""
+
 
 class _MemoryStream:
     __slots__ = ("events", "last", "trimmed_upto")
@@ -167,6 +170,10 @@ class MemoryEventLog:
     async def head(self, stream_name: str) -> str:
         stream = self._streams.get(stream_name)
         return format_event_id(self.epoch, stream.last if stream else ZERO)
+
+    async def read_since(self, stream_name: str, ms: int) -> list[LoggedEvent]:
+        stream = self._streams.get(stream_name)
+        return [item for _, item in stream.events if item.position.ms >= ms] if stream else []
 
     async def latest(self, stream_name: str, event: str) -> LoggedEvent | None:
         stream = self._streams.get(stream_name)

@@ -171,6 +171,13 @@ class RedisEventLog:
             upper = f"({entries[-1][0]}"
         return None
 
+    async def read_since(self, stream: str, ms: int) -> list[LoggedEvent]:
+        async with _available(), self.redis.pipeline(transaction=True) as pipe:
+            pipe.get(self._keys.log_epoch(stream))
+            pipe.xrange(self._keys.log_stream(stream), min=f"{ms}-0", max="+")
+            epoch, entries = await pipe.execute()
+        return [self._logged(stream, epoch, entry_id, fields) for entry_id, fields in entries]
+
     @staticmethod
     def _logged(stream: str, epoch: str, entry_id: str, fields: dict[str, Any]) -> LoggedEvent:
         delivery = Delivery(stream, fields["e"], json.loads(fields["p"]))

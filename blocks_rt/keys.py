@@ -34,6 +34,10 @@ class Keys:
         """Hash user id → socket count on one node; expires unless the node keeps it alive."""
         return f"{self.prefix}:presence:{node_id}"
 
+    def idempotency(self, key: str) -> str:
+        """The record of one Idempotency-Key (publish API) or outbox batch; expires after the TTL."""
+        return f"{self.prefix}:idem:{key}"
+
     @property
     def nodes(self) -> str:
         """Sorted set of node ids scored by their last heartbeat."""

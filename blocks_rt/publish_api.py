@@ -1,4 +1,5 @@
-"""HTTP side of the gateway: `POST /api/events` for a backend in another process, `/healthz`, `/metrics`."""
+"""HTTP side of the gateway: `POST /api/events` for a backend in another process (idempotent with an
+`Idempotency-Key`), `/metrics`."""
 
 from __future__ import annotations
 
@@ -8,15 +9,52 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from .bus import EventBus
+from .bus import DomainEvent, validate
+from .delivery import Dispatcher
 from .errors import InvalidEvent, ServiceUnavailable
+from .eventlog import EventLog
+from .idempotency import (
+    KEY_PATTERN,
+    Answer,
+    IdempotencyConflict,
+    IdempotencyStore,
+    accepted,
+    fingerprint,
+    publish_once,
+    refused,
+)
 from .metrics import Metrics
 
 MAX_JSON_DEPTH = 32
+IDEMPOTENCY_KEY = "Idempotency-Key"
+PUBLISH_ERRORS = {  # error.code -> (HTTP status, meaning); the contract lists them (contract.py)
+    "unauthorized": (401, "missing or wrong API key"),
+    "invalid_idempotency_key": (400, f"the {IDEMPOTENCY_KEY} header is not 1-128 characters of A-Z a-z 0-9 _ . : -"),
+    "too_large": (413, "body over `BLOCKS_RT_MAX_PUBLISH_BYTES`"),
+    "bad_body": (400, "the body could not be read"),
+    "invalid_json": (400, "the body is not JSON"),
+    "too_deep": (400, f"JSON nested deeper than {MAX_JSON_DEPTH}"),
+    "empty_batch": (400, "an empty list"),
+    "batch_too_large": (413, "more events than `BLOCKS_RT_MAX_PUBLISH_BATCH`"),
+    "invalid_envelope": (400, "an item is not `{event, data}` (`index` says which)"),
+    "unknown_event": (400, "not a domain event (`index`, `event`)"),
+    "invalid_event": (400, "a payload fails validation (`index`, `event`, `field`)"),
+    "idempotency_key_reused": (409, "the key was used with another body: nothing published"),
+    "idempotency_key_in_flight": (409, "a request with this key is being published: retry shortly"),
+    "unavailable": (503, "Redis is down or the gateway is starting: nothing accepted, retry (with the same key)"),
+}
+
+
+def _refusal(status: int, code: str, message: str, **details: Any) -> Answer:
+    return Answer(status, {"error": {"code": code, "message": message, **details}})
 
 
 def _error(status: int, code: str, message: str, **details: Any) -> web.Response:
-    return web.json_response({"error": {"code": code, "message": message, **details}}, status=status)
+    return web.json_response(_refusal(status, code, message, **details).body, status=status)
+
+
+def _dumps(body: Any) -> str:
+    return orjson.dumps(body).decode()
 
 
 def _deeper_than(node: Any, limit: int) -> bool:
@@ -28,14 +66,20 @@ def _deeper_than(node: Any, limit: int) -> bool:
 
 
 class PublishApi:
-    """Publish domain events over HTTP, all-or-nothing per request."""
+    """Publish domain events over HTTP, all-or-nothing per request, once per `Idempotency-Key`."""
 
-    def __init__(self, bus: EventBus, metrics: Metrics, api_key: str | None, max_bytes: int, max_batch: int) -> None:
-        self._bus = bus
+    def __init__(self, metrics: Metrics, api_key: str | None, max_bytes: int, max_batch: int) -> None:
         self._metrics = metrics
         self._api_key = api_key.encode() if api_key else None
         self._max_bytes = max_bytes
         self._max_batch = max_batch
+        self._dispatcher: Dispatcher | None = None
+        self._idempotency: IdempotencyStore | None = None
+        self._log: EventLog | None = None
+
+    def start(self, dispatcher: Dispatcher, idempotency: IdempotencyStore, log: EventLog) -> None:
+        """Accept requests from now on (the app's lifecycle calls it once the log and fan-out run)."""
+        self._dispatcher, self._idempotency, self._log = dispatcher, idempotency, log
 
     def routes(self) -> list[web.RouteDef]:
         return [web.post("/api/events", self.publish), web.get("/metrics", self.metrics)]
@@ -51,6 +95,10 @@ class PublishApi:
     async def publish(self, request: web.Request) -> web.Response:
         if not self.authorized(request):
             return _error(401, "unauthorized", "missing or wrong API key")
+        key = request.headers.get(IDEMPOTENCY_KEY)
+        if key is not None and not KEY_PATTERN.fullmatch(key):
+            return _error(400, "invalid_idempotency_key",
+                          f"{IDEMPOTENCY_KEY} must be 1-128 characters of A-Z a-z 0-9 _ . : -")
         if request.content_length is not None and request.content_length > self._max_bytes:
             return _error(413, "too_large", f"body over {self._max_bytes} bytes")
         try:
@@ -63,34 +111,44 @@ class PublishApi:
             body = orjson.loads(raw)
         except (ValueError, RecursionError):
             return _error(400, "invalid_json", "body is not valid JSON")
-        outcome = await self._publish(body)
-        if isinstance(outcome, int):
-            return web.json_response({"accepted": outcome}, status=202)
+        outcome = await self._publish(body, key)
         # Told apart only for refused bodies: one that validates keeps nothing deeper than the models, which
         # nest a few levels (ignored extras are dropped unread), so the walk stays off the hot path.
         if outcome.status == 400 and isinstance(body, dict | list) and _deeper_than(body, MAX_JSON_DEPTH):
             return _error(400, "too_deep", f"JSON nested deeper than {MAX_JSON_DEPTH}")
-        return outcome
+        return web.json_response(outcome.body, status=outcome.status, dumps=_dumps)
 
-    async def _publish(self, body: Any) -> web.Response | int:
-        """Publish the parsed body (one event or a list), all or nothing: how many were accepted, or the refusal."""
+    async def _publish(self, body: Any, key: str | None) -> Answer:
+        """Publish the parsed body (one event or a list), all or nothing: the answer to send."""
         items = body if isinstance(body, list) else [body]
         if not items:
-            return _error(400, "empty_batch", "no events in the request")
+            return _refusal(400, "empty_batch", "no events in the request")
         if len(items) > self._max_batch:
-            return _error(413, "batch_too_large", f"more than {self._max_batch} events in one request")
+            return _refusal(413, "batch_too_large", f"more than {self._max_batch} events in one request")
         batch = []
         for index, item in enumerate(items):
             if not isinstance(item, dict) or not isinstance(item.get("event"), str) or "data" not in item:
-                return _error(400, "invalid_envelope", f"event[{index}] must be {{\"event\": str, \"data\": object}}",
-                              index=index)
+                return _refusal(400, "invalid_envelope",
+                                f"event[{index}] must be {{\"event\": str, \"data\": object}}", index=index)
             batch.append((item["event"], item["data"]))
+        if self._dispatcher is None or self._idempotency is None or self._log is None:
+            return _refusal(503, "unavailable", "the gateway is starting")
+
+        def validated() -> list[DomainEvent]:
+            return [validate(name, data, index=i) for i, (name, data) in enumerate(batch)]
+
         try:
-            return await self._bus.publish_many(batch)
-        except InvalidEvent as exc:
-            return _error(400, exc.code, exc.message, **{k: v for k, v in exc.details.items() if v is not None})
+            if key is None:
+                try:
+                    return accepted(await self._dispatcher.dispatch(validated()))
+                except InvalidEvent as exc:
+                    return refused(exc)
+            return await publish_once(self._idempotency, self._dispatcher, self._log, key, fingerprint(body),
+                                      validated)
+        except IdempotencyConflict as exc:
+            return _refusal(409, exc.code, exc.message)
         except ServiceUnavailable as exc:
-            return _error(503, exc.code, exc.message)
+            return _refusal(503, exc.code, exc.message)
 
     async def metrics(self, request: web.Request) -> web.Response:
         return web.Response(body=self._metrics.exposition(), content_type="text/plain", charset="utf-8")

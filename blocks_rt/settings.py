@@ -92,6 +92,12 @@ class Settings:
     compression: bool = False
     access_log: bool = False
     uvloop: bool = True
+    idempotency_ttl_s: PositiveSeconds = 24 * 3600  # how long a publish's Idempotency-Key is remembered
+    idempotency_lease_s: PositiveSeconds = 10.0  # a claimed key whose node died is free again after this
+    outbox_dsn: str | None = None  # PostgreSQL outbox consumer on when set
+    outbox_poll_s: PositiveSeconds = 1.0  # polling fallback when no NOTIFY arrives
+    outbox_batch: AtLeastOne = 500
+    outbox_retention_s: PositiveSeconds = 7 * 24 * 3600  # published rows are pruned after this
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

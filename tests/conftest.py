@@ -1,16 +1,21 @@
-"""Fixtures: a real gateway on a free loopback port (`make_lab`), a private real Redis (`redis_url`)."""
+"""Fixtures: a real gateway on a free loopback port (`make_lab`), a private real Redis (`redis_url`), a private
+real PostgreSQL (`postgres`, `outbox_dsn`)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import secrets
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
 
+from blocks_rt.outbox import init as init_outbox
 from blocks_rt.testing.lab import Lab
 from blocks_rt.testing.nodes import private_redis
+from blocks_rt.testing.postgres import PrivatePostgres, server_binaries
 
 
 @pytest.fixture
@@ -46,3 +51,61 @@ def redis_url() -> Iterator[str]:
         raise RuntimeError("CI needs Redis: no redis-server binary and no REDIS_URL")
     else:
         pytest.skip("no redis-server binary and no REDIS_URL")
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PrivatePostgres]:
+    """A private PostgreSQL server on a free port (binaries from /usr/lib/postgresql); fails in CI without it."""
+    if server_binaries() is None:
+        if os.environ.get("CI"):
+            raise RuntimeError("CI needs PostgreSQL: no server binaries under /usr/lib/postgresql/*/bin")
+        pytest.skip("no PostgreSQL server binaries")
+    with PrivatePostgres() as server:
+        yield server
+
+
+@pytest.fixture
+def outbox_dsn(postgres: PrivatePostgres) -> Iterator[str]:
+    """A fresh database on the private server, its outbox table created; dropped at the end."""
+    import psycopg
+
+    name = f"outbox_{secrets.token_hex(4)}"
+    with psycopg.connect(postgres.dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}".encode())
+    dsn = postgres.dsn.rsplit("/", 1)[0] + f"/{name}"
+    asyncio.run(init_outbox(dsn))
+    yield dsn
+    try:
+        with psycopg.connect(postgres.dsn, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE {name} WITH (FORCE)".encode())
+    except psycopg.OperationalError:
+        pass  # the server was stopped by the test; the session fixture removes it all
+
+
+class RedisUser:
+    """A Redis ACL user for a gateway, so a test can take Redis away from it (or one command) and give it back."""
+
+    def __init__(self, redis_url: str) -> None:
+        import redis.asyncio as aioredis
+
+        self.admin = aioredis.from_url(redis_url)
+        self.name, password = f"gw{secrets.token_hex(3)}", secrets.token_hex(8)
+        self.url = redis_url.replace("redis://", f"redis://{self.name}:{password}@")
+        self._password = password
+
+    async def acl(self, *rules: str) -> None:
+        await self.admin.execute_command("ACL", "SETUSER", self.name, *rules)
+
+    async def cut_off(self) -> None:
+        """Redis is gone for this user: refused at login, its connections closed. Redis keeps its data."""
+        await self.acl("off")
+        await self.admin.execute_command("CLIENT", "KILL", "USER", self.name)
+
+
+@pytest.fixture
+async def redis_user(redis_url: str) -> AsyncIterator[RedisUser]:
+    user = RedisUser(redis_url)
+    await user.acl("on", f">{user._password}", "~*", "&*", "+@all")
+    yield user
+    await user.admin.execute_command("ACL", "DELUSER", user.name)
+    await user.admin.aclose()

@@ -9,6 +9,12 @@ TITLES = {"prop_palm": "Palm Crescent Villas", "prop_marina": "Marina Heights To
           "prop_oasis": "Desert Oasis Lofts", "prop_creek": "Creek Harbour Residences"}
 
 
+def accepted(answer: tuple[int, Any]) -> tuple[int, Any]:
+    """(status, how many events) of a publish answer; the 202 also names each event's ids, checked elsewhere."""
+    status, body = answer
+    return status, body.get("accepted") if isinstance(body, dict) else body
+
+
 def sample(name: str, *, user: str = "usr_amira", prop: str = "prop_palm", org: str = "org_marina",
            ident: str = "9") -> dict[str, Any]:
     """The `data` of domain event `name` for `user` / `prop` / `org`; `ident` makes its own ids unique."""

@@ -25,6 +25,8 @@ from blocks_rt import examples as ex
 from blocks_rt import messages as msg
 from blocks_rt.errors import ServiceUnavailable
 from blocks_rt.eventlog import Position, stamp
+from blocks_rt.idempotency import REUSED, IdempotencyConflict
+from blocks_rt.publish_api import PUBLISH_ERRORS
 from blocks_rt.router import ROUTES, route
 from blocks_rt.settings import NAMESPACE
 from blocks_rt.testing.lab import Lab
@@ -207,6 +209,17 @@ def test_the_contract_lists_exactly_the_codes_the_code_raises() -> None:
     reasons |= {kw.value.value for node in _calls() if getattr(node.func, "attr", None) == "SessionEnded"
                 for kw in node.keywords if kw.arg == "reason" and isinstance(kw.value, ast.Constant)}
     assert set(get_args(msg.SessionEndReason)) == reasons
+
+
+def test_the_contract_lists_exactly_the_publish_api_codes(asyncapi_doc: dict[str, Any]) -> None:
+    answered = {node.args[1].value for node in _calls("publish_api")
+                if getattr(node.func, "id", None) in ("_error", "_refusal") and isinstance(node.args[1], ast.Constant)}
+    validation = _codes("InvalidEvent", "bus")
+    idempotency = {IdempotencyConflict.code, REUSED}
+    assert set(PUBLISH_ERRORS) == answered | validation | idempotency
+    for code, (status, _) in PUBLISH_ERRORS.items():
+        assert f"| `{code}` | {status} |" in asyncapi_doc["info"]["description"]
+    assert "Idempotency-Key" in asyncapi_doc["info"]["description"]
 
 
 # --- examples: real, and shared with routing ---------------------------------------------------------------

@@ -1,0 +1,283 @@
+"""Idempotency keys: a request (or an outbox batch) publishes once, however often it is retried.
+
+A key's record goes through three states. *Claimed*: someone is publishing it, under a short lease (a node that
+dies mid-request leaves a lease that runs out, never a key that blocks retries forever). *Logged*: its events
+are in the event log; their ids are kept, so a retry after a failed fan-out hands the same logged events to the
+fan-out again instead of logging them a second time. *Answered*: the answer, replayed as is to every retry of
+the same body until the TTL. A retry with another body is refused (`idempotency_key_reused`), and a retry
+while the lease runs is refused (`idempotency_key_in_flight`): only one request ever publishes.
+
+`MemoryIdempotencyStore` is the embedded mode's; `idempotency_redis.RedisIdempotencyStore` the multi-node one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+
+from .bus import DomainEvent
+from .delivery import Dispatcher, PerEvent
+from .errors import BlocksError, InvalidEvent
+from .eventlog import EventLog, LoggedEvent, parse_event_id
+from .router import route
+
+KEY_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What a publish answered: an HTTP status and a JSON body, replayed as is."""
+
+    status: int
+    body: dict[str, Any]
+
+    def encode(self) -> str:
+        return orjson.dumps({"status": self.status, "body": self.body}).decode()
+
+    @classmethod
+    def decode(cls, raw: str | bytes) -> Answer:
+        data = orjson.loads(raw)
+        return cls(int(data["status"]), data["body"])
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """The key is ours until the lease ends; `logged` holds what an earlier attempt already logged.
+
+    `since` (unix ms) is set when an earlier attempt died without saying whether it logged anything: it may
+    have appended from then on.
+    """
+
+    token: str
+    logged: str | None = None
+    since: int | None = None
+
+
+class IdempotencyConflict(BlocksError):
+    """The key belongs to another body (`idempotency_key_reused`) or is being published (`..._in_flight`)."""
+
+    code = "idempotency_key_in_flight"
+
+
+REUSED = "idempotency_key_reused"
+IN_FLIGHT = "idempotency_key_in_flight"
+
+
+def reused(key: str) -> IdempotencyConflict:
+    return IdempotencyConflict(f"Idempotency-Key {key!r} was used with another body", code=REUSED)
+
+
+def in_flight(key: str) -> IdempotencyConflict:
+    return IdempotencyConflict(f"a request with Idempotency-Key {key!r} is being published; retry shortly",
+                               code=IN_FLIGHT)
+
+
+def fingerprint(body: Any) -> str:
+    """What "the same body" means: the parsed JSON with its keys sorted, hashed."""
+    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def new_token() -> str:
+    return secrets.token_hex(8)
+
+
+class IdempotencyStore(Protocol):
+    """Records of idempotency keys. Implementations: `MemoryIdempotencyStore`, `RedisIdempotencyStore`."""
+
+    async def __aenter__(self) -> IdempotencyStore: ...
+
+    async def __aexit__(self, *exc: object) -> None: ...
+
+    async def claim(self, key: str, fingerprint: str) -> Claimed | Answer:
+        """The stored answer, or the key for us (a fresh lease); IdempotencyConflict otherwise."""
+
+    async def logged(self, key: str, token: str, events: str) -> None:
+        """Keep what was logged under this claim (before the fan-out, which may fail)."""
+
+    async def answer(self, key: str, token: str, answer: Answer) -> None:
+        """Keep the final answer until the TTL."""
+
+    async def release(self, key: str, token: str) -> None:
+        """End the lease now (the attempt failed): a retry may go ahead, and resumes what was logged."""
+
+
+@dataclass
+class _Record:
+    fingerprint: str
+    token: str
+    lease_until: float
+    expires_at: float
+    since: int
+    logged: str | None = None
+    answer: Answer | None = None
+
+
+class MemoryIdempotencyStore:
+    """The embedded mode's records, in this process; `clock` is replaceable so leases can be tested."""
+
+    def __init__(self, ttl_s: float = 24 * 3600, lease_s: float = 10.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._ttl_s = ttl_s
+        self._lease_s = lease_s
+        self._clock = clock
+        self._records: dict[str, _Record] = {}
+
+    async def __aenter__(self) -> MemoryIdempotencyStore:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._records.clear()
+
+    def _expire(self, now: float) -> None:
+        # Cheap enough per claim while records are few; a busy embedded gateway keeps a day of keys at most.
+        for key in [k for k, r in self._records.items() if r.expires_at <= now]:
+            del self._records[key]
+
+    async def claim(self, key: str, fingerprint: str) -> Claimed | Answer:
+        now = self._clock()
+        self._expire(now)
+        record = self._records.get(key)
+        token = new_token()
+        if record is None:
+            self._records[key] = _Record(fingerprint, token, now + self._lease_s, now + self._ttl_s,
+                                         int(time.time() * 1000))  # the memory log's clock
+            return Claimed(token)
+        if record.fingerprint != fingerprint:
+            raise reused(key)
+        if record.answer is not None:
+            return record.answer
+        if record.lease_until > now:
+            raise in_flight(key)
+        record.token, record.lease_until = token, now + self._lease_s
+        return Claimed(token, record.logged, record.since if record.logged is None else None)
+
+    def _owned(self, key: str, token: str) -> _Record | None:
+        record = self._records.get(key)
+        return record if record is not None and record.token == token else None
+
+    async def logged(self, key: str, token: str, events: str) -> None:
+        if record := self._owned(key, token):
+            record.logged = events
+
+    async def answer(self, key: str, token: str, answer: Answer) -> None:
+        if record := self._owned(key, token):
+            record.answer, record.logged = answer, None
+
+    async def release(self, key: str, token: str) -> None:
+        if record := self._owned(key, token):
+            if record.logged is None:
+                del self._records[key]
+            else:
+                record.lease_until = 0.0
+
+
+# --- publishing once --------------------------------------------------------------------------------------
+
+def accepted(per_event: PerEvent) -> Answer:
+    """The 202: how many domain events were accepted, and each one's eventId per stream."""
+    return Answer(202, {"accepted": len(per_event),
+                        "events": [{"event": name, "eventIds": {item.stream: item.event_id for item in items}}
+                                   for name, items in per_event]})
+
+
+def _encode_logged(per_event: PerEvent) -> str:
+    return orjson.dumps([[name, [[i.stream, i.event, i.event_id, i.payload, i.logged_at] for i in items]]
+                         for name, items in per_event]).decode()
+
+
+def _decode_logged(raw: str) -> PerEvent:
+    return [(name, [LoggedEvent(stream, event, event_id, parse_event_id(event_id)[1], payload, logged_at)
+                    for stream, event, event_id, payload, logged_at in items])
+            for name, items in orjson.loads(raw)]
+
+
+CLOCK_SKEW_MS = 2000  # between the store's clock and the log's (one Redis: none; memory: one process)
+
+
+async def already_logged(log: EventLog, batch: Sequence[DomainEvent], since: int) -> PerEvent | None:
+    """The batch's deliveries if a dead attempt logged them (each found in its stream since `since`), or None.
+
+    Dedupe against the log: a delivery matches a kept event of its stream with the same wire event and the same
+    payload (its `eventId` and `stream` aside), each kept event used once, in order.
+    """
+    routed = [(event.name, route(event.name, event.data)) for event in batch]
+    kept = {stream: await log.read_since(stream, since - CLOCK_SKEW_MS)
+            for stream in dict.fromkeys(d.stream for _, deliveries in routed for d in deliveries)}
+    used: set[str] = set()
+    per_event: PerEvent = []
+    for name, deliveries in routed:
+        items = []
+        for d in deliveries:
+            expected = orjson.loads(orjson.dumps(d.payload))
+            match = next((item for item in kept[d.stream] if item.event_id not in used and item.event == d.event
+                          and {k: v for k, v in item.payload.items() if k not in ("eventId", "stream")} == expected),
+                         None)
+            if match is None:
+                return None
+            used.add(match.event_id)
+            items.append(match)
+        per_event.append((name, items))
+    return per_event
+
+
+def refused(exc: InvalidEvent) -> Answer:
+    details = {k: v for k, v in exc.details.items() if v is not None}
+    return Answer(400, {"error": {"code": exc.code, "message": exc.message, **details}})
+
+
+async def publish_once(store: IdempotencyStore, dispatcher: Dispatcher, log: EventLog, key: str,
+                       fingerprint: str, validate: Callable[[], Sequence[DomainEvent]]) -> Answer:
+    """Publish what `validate()` gives under `key`, once: a repeat gets the first answer and publishes nothing.
+
+    An attempt that logged its events but could not fan them out (Redis fan-out down) answers 503 and keeps
+    them; the retry fans out those same events, so they are in the log once and reach each socket once.
+    An attempt that died between its log append and its record of it (one round trip) is found in the log.
+    """
+    claim = await store.claim(key, fingerprint)
+    if isinstance(claim, Answer):
+        return claim
+    try:
+        if claim.logged is not None:
+            per_event = _decode_logged(claim.logged)
+            await dispatcher.redeliver([item for _, items in per_event for item in items])
+        else:
+            try:
+                batch = validate()
+            except InvalidEvent as exc:
+                answer = refused(exc)
+                await store.answer(key, claim.token, answer)
+                return answer
+
+            async def keep(per_event: PerEvent) -> None:
+                await store.logged(key, claim.token, _encode_logged(per_event))
+
+            found = await already_logged(log, batch, claim.since) if claim.since is not None else None
+            if found is not None:
+                await keep(found)
+                await dispatcher.redeliver([item for _, items in found for item in items])
+                per_event = found
+            else:
+                per_event = await dispatcher.dispatch(batch, on_logged=keep)
+    except BaseException:
+        await _quietly(store.release(key, claim.token))
+        raise
+    answer = accepted(per_event)
+    # Published: if the answer cannot be kept (Redis just went down), a retry fans the logged events out again,
+    # with the same eventIds, which clients drop as seen. The publisher must still hear that it worked.
+    await _quietly(store.answer(key, claim.token, answer))
+    return answer
+
+
+async def _quietly(call: Awaitable[None]) -> None:
+    """Bookkeeping after the fact; if the store is down, the lease simply runs out."""
+    try:
+        await call
+    except Exception:  # noqa: BLE001 - the original outcome is what the caller must see
+        pass
