@@ -48,7 +48,8 @@ def _event_log(settings: Settings) -> EventLog:
         from .eventlog_redis import RedisEventLog
 
         return RedisEventLog(settings.redis_url, prefix=settings.redis_prefix,
-                             max_events=settings.log_max_events, max_age_s=settings.log_max_age_s)
+                             max_events=settings.log_max_events, max_age_s=settings.log_max_age_s,
+                             cluster=settings.redis_cluster, publish=settings.fanout)
     return MemoryEventLog(settings.log_max_events, settings.log_max_age_s)
 
 
@@ -99,26 +100,20 @@ def create_app(settings: Settings, *, users: UserDirectory | None = None) -> web
 
 @asynccontextmanager
 async def _cluster(settings: Settings, blocks: Blocks) -> AsyncIterator[None]:
-    """Multi-node mode: per-room fan-out and cluster presence over Redis."""
-    import redis.asyncio as aioredis
-
+    """Multi-node mode: per-room fan-out and cluster presence over the log's Redis (one server or a cluster)."""
+    from .eventlog_redis import RedisEventLog
     from .fanout_redis import RedisFanout
-    from .keys import Keys
     from .presence_redis import ClusterPresence
 
-    keys = Keys(settings.redis_prefix)
+    if not isinstance(blocks.log, RedisEventLog):
+        raise TypeError("multi-node mode needs the Redis event log")
     node_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
-    client = aioredis.from_url(settings.redis_url or "", socket_timeout=5, socket_connect_timeout=2)
     gateway = blocks.gateway
-    try:
-        fanout = RedisFanout(client, keys, gateway.delivery.deliver, blocks.log, blocks.metrics,
-                             on_gap=gateway.resync_room, per_room=settings.fanout == "rooms")
-        async with fanout, ClusterPresence(client, keys, node_id) as cluster:
-            blocks.fanout = gateway.room_host = fanout
-            gateway.cluster = cluster
-            yield
-    finally:
-        await client.aclose()
+    fanout = RedisFanout(blocks.log, gateway.delivery.deliver, blocks.metrics, on_gap=gateway.resync_room)
+    async with fanout, ClusterPresence(blocks.log.shards.client, blocks.log.keys, node_id) as cluster:
+        blocks.fanout = gateway.room_host = fanout
+        gateway.cluster = cluster
+        yield
 
 
 async def _healthz(request: web.Request) -> web.Response:

@@ -1,7 +1,8 @@
 """Cluster-wide presence: socket counts per user summed over the live gateway nodes in Redis.
 
 Each node keeps a hash of its own counts and a heartbeat; a node that dies (SIGKILL) stops heartbeating
-and its counts stop counting after `ttl_s`, without anyone cleaning up after it.
+and its counts stop counting after `ttl_s`, without anyone cleaning up after it. Every command names one
+key, so on a Redis Cluster each goes to its own shard (the pipelines are not transactions).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import logging
 import time
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from .keys import Keys
@@ -19,7 +21,7 @@ log = logging.getLogger(__name__)
 
 
 class ClusterPresence:
-    def __init__(self, redis: aioredis.Redis, keys: Keys, node_id: str, ttl_s: float = 15.0) -> None:
+    def __init__(self, redis: aioredis.Redis | RedisCluster, keys: Keys, node_id: str, ttl_s: float = 15.0) -> None:
         self._redis = redis
         self._keys = keys
         self.node_id = node_id

@@ -36,6 +36,7 @@ class Settings:
     cors_origins: tuple[str, ...] = ()
     redis_url: str | None = None
     redis_prefix: str = "blocks-rt"
+    redis_cluster: bool = False
     fanout: str = "rooms"
     host: str = "127.0.0.1"
     port: int = 3000
@@ -109,7 +110,8 @@ class Settings:
                     values[attr] = kind(raw)
                 except ValueError as exc:
                     raise ValueError(f"BLOCKS_RT_{name}={raw!r} is not a valid {kind.__name__}") from exc
-        for name, attr in (("COMPRESSION", "compression"), ("ACCESS_LOG", "access_log"), ("UVLOOP", "uvloop")):
+        for name, attr in (("COMPRESSION", "compression"), ("ACCESS_LOG", "access_log"), ("UVLOOP", "uvloop"),
+                           ("REDIS_CLUSTER", "redis_cluster")):
             if get(name):
                 values[attr] = _bool(str(get(name)))
         if values.get("fanout", "rooms") not in ("rooms", "broadcast"):
