@@ -146,6 +146,8 @@ class RedisFanout:
         shard.channels.add(channel)
         try:
             await shard.pubsub.ssubscribe(channel)
+            if shard.listener is None:  # listening starts once the connection exists (the first subscribe)
+                shard.listener = asyncio.create_task(self._listen(shard))
             await asyncio.wait_for(asyncio.shield(confirmed), PROBE_TIMEOUT_S)
         except LOST as exc:
             raise ServiceUnavailable(f"fan-out unavailable: {exc}") from exc
@@ -160,7 +162,6 @@ class RedisFanout:
         for name in self._redis.masters():
             shard = _Shard(name, self._redis.client_of(name).pubsub(), self._probe_channel(name))
             self._shards[name] = shard
-            shard.listener = asyncio.create_task(self._listen(shard))
             await self._subscribe(shard.probe_channel, shard)
         wanted = [self._keys.broadcast_channel] if self._broadcast else [self._log.channel(s) for s in self._hosted]
         await asyncio.gather(*(self._subscribe(channel) for channel in wanted))

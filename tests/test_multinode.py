@@ -248,3 +248,67 @@ async def test_redis_outage_is_reported_refused_and_recovered() -> None:
         assert client.received.index(resync_events[-1]) < client.received.index(got)
         assert resyncs == {"user:usr_hugo": "epoch_changed", "announcements": "epoch_changed"}
         await client.disconnect()
+
+
+async def test_a_publish_is_one_script_call_per_stream_and_a_shard_without_the_script_loads_it(
+        cluster3: NodeCluster) -> None:
+    a, b, _ = cluster3.nodes
+    watcher = await connect(cluster3, b, "usr_olivia")
+    batch = [notification("usr_olivia", 1), notification("usr_omar", 1), property_status("prop_marina", 1)]
+    shards = await shards_of(cluster3)
+
+    async def calls() -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for node in shards.masters():
+            for name, stats in (await shards.client_of(node).info("commandstats")).items():
+                counts[name] = counts.get(name, 0) + int(stats["calls"])
+        return counts
+
+    try:
+        for node in shards.masters():  # as on a replica that just took over: no script cached
+            await shards.client_of(node).script_flush()
+        assert (await a.publish(batch))[0] == 202  # NOSCRIPT answered: loaded by EVAL, the publish succeeds
+        before = await calls()
+        assert (await a.publish(batch))[0] == 202
+        after = await calls()
+    finally:
+        await shards.__aexit__()
+    added = {name: after.get(name, 0) - before.get(name, 0) for name in after}
+    # Three streams: three script calls (append, trim, epoch and publish inside), no MULTI/EXEC, no PUBLISH.
+    assert added.get("cmdstat_evalsha") == 3 and added.get("cmdstat_xadd") == 3
+    assert not added.get("cmdstat_exec") and not added.get("cmdstat_eval") and not added.get("cmdstat_publish")
+    await watcher.wait_for("notification:new", count=2, timeout=10)
+    assert titles(watcher, "notification:new") == ["note 1", "note 1"]
+    await watcher.disconnect()
+
+
+async def test_a_lost_cluster_shard_is_reported_refused_and_recovered(redis_cluster: RedisClusterProcesses) -> None:
+    async with NodeCluster(redis_cluster.url, count=1, BLOCKS_RT_REDIS_CLUSTER="true") as cluster:
+        [node] = cluster.nodes
+        keys = Keys(cluster.env["BLOCKS_RT_REDIS_PREFIX"])
+        client = await connect(cluster, node, "usr_hugo")
+        shard = redis_cluster.shard_of(keys.log_stream("user:usr_hugo"))
+        lost = {s for s in ("user:usr_hugo", "announcements") if redis_cluster.shard_of(keys.log_stream(s)) == shard}
+        for port in reversed(shard):  # the replica, then the master: nobody can take over, the shard is gone
+            redis_cluster.kill(port)
+        try:
+            deadline = time.monotonic() + 15
+            while (await node.get("/healthz"))[0] != 503 and time.monotonic() < deadline:
+                await asyncio.sleep(0.2)
+            assert (await node.get("/healthz"))[0] == 503
+            status, body = await node.publish(notification("usr_hugo", 1))
+            assert status == 503 and body["error"]["code"] == "unavailable"
+        finally:
+            redis_cluster.restart(*shard)  # back, empty, with their slots (the master first)
+        deadline = time.monotonic() + 30
+        while (await node.get("/healthz"))[0] != 200 and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        assert (await node.get("/healthz"))[0] == 200
+        assert (await node.publish(notification("usr_hugo", 2)))[0] == 202
+        [got] = await client.wait_for("notification:new", timeout=10)
+        assert got.payload["notification"]["title"] == "note 2"
+        # The shard kept nothing: the streams that lived on it must resync, and are told so before any new event
+        resync_events = await client.wait_for("stream:resync_required", count=len(lost), timeout=10)
+        assert {r.payload["stream"]: r.payload["reason"] for r in resync_events} == dict.fromkeys(lost, "epoch_changed")
+        assert client.received.index(resync_events[-1]) < client.received.index(got)
+        await client.disconnect()

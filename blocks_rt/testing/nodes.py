@@ -109,21 +109,37 @@ class RedisClusterProcesses:
         proc.kill()
         proc.wait(timeout=10)
 
-    def restart(self, port: int, timeout: float = 30.0) -> None:
-        """Bring a killed node back; it rejoins as a replica of whoever took over its slots."""
-        self.start(port)
+    def restart(self, *ports: int, timeout: float = 30.0) -> None:
+        """Bring killed nodes back (in this order) and wait until the cluster is whole: a master whose replica
+        took over rejoins as a replica; a shard that lost both comes back, empty, with its slots."""
+        for port in ports:
+            self.start(port)
         self.wait_ok(timeout)
 
     def cli(self, port: int, *args: str, timeout: float = 30.0) -> str:
         return subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(port), *args], capture_output=True,
                               text=True, check=True, timeout=timeout).stdout
 
+    def _nodes(self) -> list[list[str]]:
+        """`cluster nodes` as seen by a live node: id, address, flags, master id, ..., slot ranges."""
+        port = next(iter(self.processes))
+        return [line.split() for line in self.cli(port, "cluster", "nodes").splitlines() if line.strip()]
+
     def masters(self) -> list[int]:
         """Ports of the nodes serving slots now, as the cluster itself sees them."""
-        port = next(iter(self.processes))
-        lines = self.cli(port, "cluster", "nodes").splitlines()
-        return sorted(int(line.split()[1].split("@")[0].rsplit(":", 1)[1]) for line in lines
-                      if "master" in line.split()[2] and "fail" not in line.split()[2] and len(line.split()) > 8)
+        return sorted(_port(node) for node in self._nodes()
+                      if "master" in node[2] and "fail" not in node[2] and len(node) > 8)
+
+    def shard_of(self, key: str) -> list[int]:
+        """Ports of the master owning `key`'s slot now, then of its replicas."""
+        slot = int(self.cli(next(iter(self.processes)), "cluster", "keyslot", key))
+        nodes = self._nodes()
+        for node in nodes:
+            for slots in node[8:] if "master" in node[2] and "fail" not in node[2] else ():
+                first, _, last = slots.partition("-")
+                if first.isdigit() and int(first) <= slot <= int(last or first):
+                    return [_port(node), *(_port(r) for r in nodes if r[3] == node[0] and "fail" not in r[2])]
+        raise LookupError(f"no live master serves slot {slot}")
 
     def wait_ok(self, timeout: float = 30.0) -> None:
         """Until every live node says `cluster_state:ok`, every slot is served and each master has a replica."""
@@ -160,6 +176,10 @@ class RedisClusterProcesses:
             _stop(proc)
         self.processes.clear()
         shutil.rmtree(self._root, ignore_errors=True)
+
+
+def _port(node: list[str]) -> int:
+    return int(node[1].split("@")[0].rsplit(":", 1)[1])
 
 
 def _free_cluster_port() -> int:
