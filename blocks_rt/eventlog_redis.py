@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 import secrets
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -49,6 +50,7 @@ from .router import Delivery
 
 MIN_REDIS_VERSION = (7, 0)
 LATEST_PAGE = 100
+REPLY_TIMEOUT_S = 5.0
 WAIT_REPLICA_MS = 1000  # past this an unreplicated append is refused (503): the replica is gone or far behind
 
 # KEYS: epoch, log, channel. ARGV: stream, candidate epoch, max events, min id, logged at, publish command
@@ -108,11 +110,12 @@ async def _round_trip(client: aioredis.Redis, commands: list[tuple[Any, ...]]) -
     try:
         await connection.send_packed_command(b"".join(hiredis.pack_command(c) for c in commands), check_health=False)
         replies: list[Any] = []
-        for _ in commands:
-            try:
-                replies.append(await connection.read_response())
-            except ResponseError as exc:
-                replies.append(exc)
+        async with asyncio.timeout(REPLY_TIMEOUT_S):  # one deadline for all the replies, not one per reply
+            for _ in commands:
+                try:
+                    replies.append(await connection.read_response(timeout=math.inf))
+                except ResponseError as exc:
+                    replies.append(exc)
     except BaseException:
         await connection.disconnect()  # replies may be left unread on it: never reuse it
         raise

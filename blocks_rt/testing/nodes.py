@@ -130,6 +130,13 @@ class RedisClusterProcesses:
         return sorted(_port(node) for node in self._nodes()
                       if "master" in node[2] and "fail" not in node[2] and len(node) > 8)
 
+    def layout(self) -> list[tuple[str, list[int]]]:
+        """Each shard in slot order: its slot ranges and the ports of its master, then of its replicas."""
+        nodes = self._nodes()
+        shards = [(node[8:], [_port(node), *(_port(r) for r in nodes if r[3] == node[0] and "fail" not in r[2])])
+                  for node in nodes if "master" in node[2] and "fail" not in node[2] and len(node) > 8]
+        return [(" ".join(slots), ports) for slots, ports in sorted(shards, key=lambda s: int(s[0][0].split("-")[0]))]
+
     def shard_of(self, key: str) -> list[int]:
         """Ports of the master owning `key`'s slot now, then of its replicas."""
         slot = int(self.cli(next(iter(self.processes)), "cluster", "keyslot", key))
