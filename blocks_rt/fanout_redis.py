@@ -275,11 +275,12 @@ class RedisFanout:
             held, self._held = self._held, []
             await self._accept(held)
         self._held = None
-        self.healthy = not any(shard.lost for shard in self._shards.values())
-        if not self.healthy:  # lost again meanwhile: go round once more
+        if any(shard.lost for shard in self._shards.values()):  # lost again meanwhile: go round once more
+            self._recovery = None  # this task is ending: let the next one start
             self._recover_soon()
-        else:
-            log.warning("Redis fan-out recovered on %s", ", ".join(self._shards))
+            return
+        self.healthy = True  # only now: until the catch-up is done, /healthz says this node is not whole
+        log.warning("Redis fan-out recovered on %s", ", ".join(self._shards))
 
     async def _catch_up(self) -> None:
         for stream, (epoch, position) in list(self._last.items()):

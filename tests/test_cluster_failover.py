@@ -80,6 +80,9 @@ async def test_a_killed_master_fails_over_and_no_accepted_event_is_silently_lost
                 break
             await asyncio.sleep(0.05)
         assert 503 in statuses and statuses[-1] == 200, statuses
+        while await health(b) != 200 and time.monotonic() < deadline:  # b follows the failover by itself too
+            await asyncio.sleep(0.05)
+        assert await health(b) == 200
         assert redis_cluster.shard_of(keys.log_stream("user:usr_farid"))[0] == replica  # the replica took over
         await asyncio.wait_for(sender, 45)
         assert len(accepted) >= n_at_kill + 40
