@@ -216,6 +216,31 @@ async def test_sigterm_drains_and_clients_move_to_another_node(cluster3: NodeClu
     await client.disconnect()
 
 
+async def wait_health(node: Node, status: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while (await node.get("/healthz"))[0] != status and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    assert (await node.get("/healthz"))[0] == status
+
+
+async def refused_while_down(node: Node) -> None:
+    """/healthz says 503 and a publish is refused with 503: nothing accepted and dropped."""
+    await wait_health(node, 503, 15)
+    status, body = await node.publish(notification("usr_hugo", 1))
+    assert status == 503 and body["error"]["code"] == "unavailable"
+
+
+async def back_and_told_to_resync(node: Node, client: BlocksClient, lost: set[str]) -> None:
+    """Healthy again, the listener not deaf, the client told which streams lost their log (before any new event)."""
+    await wait_health(node, 200, 30)
+    assert (await node.publish(notification("usr_hugo", 2)))[0] == 202
+    [got] = await client.wait_for("notification:new", timeout=10)
+    assert got.payload["notification"]["title"] == "note 2"
+    resync_events = await client.wait_for("stream:resync_required", count=len(lost), timeout=10)
+    assert {r.payload["stream"]: r.payload["reason"] for r in resync_events} == dict.fromkeys(lost, "epoch_changed")
+    assert client.received.index(resync_events[-1]) < client.received.index(got)
+
+
 async def test_redis_outage_is_reported_refused_and_recovered() -> None:
     if not shutil.which("redis-server"):  # this test stops and restarts its Redis: REDIS_URL will not do
         assert not os.environ.get("CI"), "CI needs the redis-server binary"
@@ -228,25 +253,9 @@ async def test_redis_outage_is_reported_refused_and_recovered() -> None:
         [node] = cluster.nodes
         client = await connect(cluster, node, "usr_hugo")
         redis.close()  # Redis goes away
-        deadline = time.monotonic() + 15
-        while (await node.get("/healthz"))[0] != 503 and time.monotonic() < deadline:
-            await asyncio.sleep(0.2)
-        assert (await node.get("/healthz"))[0] == 503
-        status, body = await node.publish(notification("usr_hugo", 1))
-        assert status == 503 and body["error"]["code"] == "unavailable"
+        await refused_while_down(node)
         redis.enter_context(private_redis(port))  # and comes back, empty, on the same port
-        deadline = time.monotonic() + 30
-        while (await node.get("/healthz"))[0] != 200 and time.monotonic() < deadline:
-            await asyncio.sleep(0.2)
-        assert (await node.get("/healthz"))[0] == 200
-        assert (await node.publish(notification("usr_hugo", 2)))[0] == 202
-        [got] = await client.wait_for("notification:new", timeout=10)
-        assert got.payload["notification"]["title"] == "note 2"  # the listener is not deaf
-        # Redis kept nothing: the log the client could resume from is gone, and it was told so before any new event
-        resync_events = await client.wait_for("stream:resync_required", count=2, timeout=10)
-        resyncs = {r.payload["stream"]: r.payload["reason"] for r in resync_events}
-        assert client.received.index(resync_events[-1]) < client.received.index(got)
-        assert resyncs == {"user:usr_hugo": "epoch_changed", "announcements": "epoch_changed"}
+        await back_and_told_to_resync(node, client, {"user:usr_hugo", "announcements"})
         await client.disconnect()
 
 
@@ -292,23 +301,9 @@ async def test_a_lost_cluster_shard_is_reported_refused_and_recovered(redis_clus
         for port in reversed(shard):  # the replica, then the master: nobody can take over, the shard is gone
             redis_cluster.kill(port)
         try:
-            deadline = time.monotonic() + 15
-            while (await node.get("/healthz"))[0] != 503 and time.monotonic() < deadline:
-                await asyncio.sleep(0.2)
-            assert (await node.get("/healthz"))[0] == 503
-            status, body = await node.publish(notification("usr_hugo", 1))
-            assert status == 503 and body["error"]["code"] == "unavailable"
+            await refused_while_down(node)
         finally:
             redis_cluster.restart(*shard)  # back, empty, with their slots (the master first)
-        deadline = time.monotonic() + 30
-        while (await node.get("/healthz"))[0] != 200 and time.monotonic() < deadline:
-            await asyncio.sleep(0.2)
-        assert (await node.get("/healthz"))[0] == 200
-        assert (await node.publish(notification("usr_hugo", 2)))[0] == 202
-        [got] = await client.wait_for("notification:new", timeout=10)
-        assert got.payload["notification"]["title"] == "note 2"
-        # The shard kept nothing: the streams that lived on it must resync, and are told so before any new event
-        resync_events = await client.wait_for("stream:resync_required", count=len(lost), timeout=10)
-        assert {r.payload["stream"]: r.payload["reason"] for r in resync_events} == dict.fromkeys(lost, "epoch_changed")
-        assert client.received.index(resync_events[-1]) < client.received.index(got)
+        # The shard kept nothing: the streams that lived on it must resync
+        await back_and_told_to_resync(node, client, lost)
         await client.disconnect()
