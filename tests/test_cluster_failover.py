@@ -86,6 +86,7 @@ async def test_a_killed_master_fails_over_and_no_accepted_event_is_silently_lost
         assert redis_cluster.shard_of(keys.log_stream("user:usr_farid"))[0] == replica  # the replica took over
         await asyncio.wait_for(sender, 45)
         assert len(accepted) >= n_at_kill + 40
+        assert refused > 0  # the shard had no master for a while: those publishes were refused out loud
 
         fence = f"note {10**6}"  # published after everything: once it arrives, nothing accepted is still in flight
         assert (await b.publish(notification("usr_farid", 10**6)))[0] == 202
