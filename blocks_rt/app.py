@@ -11,7 +11,7 @@ import os
 import secrets
 import socket
 from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager, AsyncExitStack, aclosing
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -70,7 +70,8 @@ def _event_log(settings: Settings) -> EventLog:
         from .eventlog_redis import RedisEventLog
 
         return RedisEventLog(settings.redis_url, prefix=settings.redis_prefix,
-                             max_events=settings.log_max_events, max_age_s=settings.log_max_age_s)
+                             max_events=settings.log_max_events, max_age_s=settings.log_max_age_s,
+                             cluster=settings.redis_cluster, publish=settings.fanout)
     return MemoryEventLog(settings.log_max_events, settings.log_max_age_s)
 
 
@@ -79,21 +80,18 @@ def _local(delivery: LocalDelivery, presence: Presence) -> Backends:
     return Backends(LocalFanout(delivery.deliver), LocalClusterPresence(presence), [])
 
 
-def _redis(settings: Settings, event_log: EventLog, delivery: LocalDelivery, metrics: Metrics) -> Backends:
-    """Multi-node mode: per-room fan-out and cluster presence over Redis."""
-    import redis.asyncio as aioredis
-
+def _redis(event_log: EventLog, delivery: LocalDelivery, metrics: Metrics) -> Backends:
+    """Multi-node mode: per-room fan-out and cluster presence over the log's Redis (one server or a cluster)."""
+    from .eventlog_redis import RedisEventLog
     from .fanout_redis import RedisFanout
-    from .keys import Keys
     from .presence_redis import RedisClusterPresence
 
-    keys = Keys(settings.redis_prefix)
+    if not isinstance(event_log, RedisEventLog):
+        raise TypeError("multi-node mode needs the Redis event log")
     node_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
-    client = aioredis.from_url(settings.redis_url or "", socket_timeout=5, socket_connect_timeout=2)
-    fanout = RedisFanout(client, keys, delivery.deliver, event_log, metrics, on_gap=delivery.resync_room,
-                         per_room=settings.fanout == "rooms")
-    cluster = RedisClusterPresence(client, keys, node_id)
-    return Backends(fanout, cluster, [aclosing(client), fanout, cluster])
+    fanout = RedisFanout(event_log, delivery.deliver, metrics, on_gap=delivery.resync_room)
+    cluster = RedisClusterPresence(event_log.shards, event_log.keys, node_id)
+    return Backends(fanout, cluster, [fanout, cluster])
 
 
 def _idempotency_store(settings: Settings) -> IdempotencyStore:
@@ -101,7 +99,7 @@ def _idempotency_store(settings: Settings) -> IdempotencyStore:
         from .idempotency_redis import RedisIdempotencyStore
 
         return RedisIdempotencyStore(settings.redis_url, settings.redis_prefix, settings.idempotency_ttl_s,
-                                     settings.idempotency_lease_s)
+                                     settings.idempotency_lease_s, cluster=settings.redis_cluster)
     return MemoryIdempotencyStore(settings.idempotency_ttl_s, settings.idempotency_lease_s)
 
 
@@ -114,7 +112,7 @@ def create_app(settings: Settings, *, users: UserDirectory | None = None) -> web
     sio = socketio_server(settings)
     delivery = LocalDelivery(sio.manager, event_log, metrics, settings.event_rate)
     presence = Presence()
-    backends = _redis(settings, event_log, delivery, metrics) if settings.redis_url else _local(delivery, presence)
+    backends = _redis(event_log, delivery, metrics) if settings.redis_url else _local(delivery, presence)
     gateway = Gateway(settings, users, metrics, sio=sio, delivery=delivery, event_log=event_log,
                       room_host=backends.fanout, presence=presence, cluster=backends.cluster)
     services = Services(Store.load(settings.data_dir), bus)

@@ -1,10 +1,19 @@
 """The event log on Redis Streams, so history survives a gateway restart and is shared by every node.
 
-Per stream (room) two keys, both named in `keys.Keys`:
-  `<prefix>:log:<stream>`    a Redis stream; an entry's id is the event's position, its fields are
-                             `e` (wire event name), `p` (payload as JSON, never pickle), `t` (logged at, unix s)
-  `<prefix>:epoch:<stream>`  a random token set once (SET NX). A flush, or a restart without persistence,
-                             loses it with the stream, so the next one differs and old offsets resync.
+Per stream (room) two keys and a channel, all named in `keys.Keys` with the stream as hash tag (one slot):
+  `<prefix>:{<stream>}:log`    a Redis stream; an entry's id is the event's position, its fields are
+                               `e` (wire event name), `p` (payload as JSON, never pickle), `t` (logged at, unix s)
+  `<prefix>:{<stream>}:epoch`  a random token set once. A flush, or a restart without persistence, loses it
+                               with the stream, so the next one differs and old offsets resync.
+  `<prefix>:{<stream>}:room`   the sharded pub/sub channel the append publishes to (`fanout_redis` listens).
+
+An append is one Lua script per stream (`APPEND_SCRIPT`: epoch, XADD, trim, SPUBLISH) and one round trip per
+shard: the scripts of one shard go in one pipeline, called by SHA (EVAL once when the shard answers NOSCRIPT,
+e.g. a replica that just took over). So the log also publishes: `fanout_redis.RedisFanout` only listens.
+On a Redis Cluster the pipeline ends with `WAIT 1` (each master has a replica): an event is accepted only
+once its replica has it, so a failover never loses an accepted event; unreplicated, the publisher gets a 503
+(the event may still be delivered: a retry can duplicate, never lose). Streams on different shards are not
+one transaction: a 503 may come after some of a batch's streams were appended.
 
 Trimming is exact (`MAXLEN n`, then `MINID now - max_age`): a stream holds at most `max_events` (1,000 by
 default), where an exact trim costs little, and both logs then keep exactly the same events. An offset
@@ -12,29 +21,64 @@ older than what is kept is recognised by its own entry being gone (trimming remo
 and the start offset (`0-0`) by XINFO STREAM's `entries-added` exceeding its `length` (Redis >= 7.0).
 Redis keeps no record of the newest trimmed id (`max-deleted-entry-id` counts XDEL only), so this is
 conservative by one event: an offset whose own entry was trimmed resyncs even if nothing after it was.
+The same check catches a tail lost in a failover: an offset whose entry the new master never got resyncs.
 Operate the Redis with `maxmemory-policy noeviction`: an epoch key evicted apart from its stream (or the
 reverse) would make a lost log look intact.
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
+import hashlib
+import math
 import secrets
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
+import hiredis
+import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError, ResponseError
 
 from .errors import ServiceUnavailable
 from .eventlog import ZERO, LoggedEvent, Position, ResyncRequired, format_event_id, parse_event_id, stamp
 from .keys import Keys
+from .redis_client import RedisShards
 from .router import Delivery
 
 MIN_REDIS_VERSION = (7, 0)
 LATEST_PAGE = 100
+REPLY_TIMEOUT_S = 5.0
+WAIT_REPLICA_MS = 1000  # past this an unreplicated append is refused (503): the replica is gone or far behind
+
+# KEYS: epoch, log, channel. ARGV: stream, candidate epoch, max events, min id, logged at, publish command
+# ('' = do not publish), then (event, payload) pairs. Returns the epoch then each entry id. The message is
+# `stream\nepoch\nloggedAt` and `\nid\nevent\npayload` per event (no field holds a newline: ids, names and
+# compact JSON never do), so a node decodes a stream's batch without parsing an envelope.
+APPEND_SCRIPT = """
+local epoch = redis.call('GET', KEYS[1])
+if not epoch then
+  epoch = ARGV[2]
+  redis.call('SET', KEYS[1], epoch)
+end
+local out = {epoch}
+local message = {ARGV[1], epoch, ARGV[5]}
+for i = 7, #ARGV, 2 do
+  local id = redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], '*', 'e', ARGV[i], 'p', ARGV[i + 1], 't', ARGV[5])
+  out[#out + 1] = id
+  message[#message + 1] = id
+  message[#message + 1] = ARGV[i]
+  message[#message + 1] = ARGV[i + 1]
+end
+redis.call('XTRIM', KEYS[2], 'MINID', ARGV[4])
+if ARGV[6] ~= '' then
+  redis.call(ARGV[6], KEYS[3], table.concat(message, '\\n'))
+end
+return out
+"""
+APPEND_SHA = hashlib.sha1(APPEND_SCRIPT.encode()).hexdigest()
 
 
 def _position(entry_id: str) -> Position:
@@ -46,82 +90,143 @@ def _new_epoch() -> str:
     return secrets.token_hex(8)
 
 
-@asynccontextmanager
-async def _available() -> AsyncIterator[None]:
-    """Redis down is `ServiceUnavailable` (a 503 to publishers), never an unexplained 500."""
+def decode_published(raw: str) -> list[LoggedEvent]:
+    """The events of one published message (one stream's share of an append), in log order."""
+    stream, epoch, logged_at, *rest = raw.split("\n")
+    t = float(logged_at)
+    if not rest or len(rest) % 3:
+        raise ValueError("not an append message")
+    return [stamp(Delivery(stream, rest[i + 1], orjson.loads(rest[i + 2])), epoch, _position(rest[i]), t)
+            for i in range(0, len(rest), 3)]
+
+
+async def _round_trip(client: aioredis.Redis, commands: list[tuple[Any, ...]]) -> list[Any]:
+    """Send `commands` together on one connection and read every reply (an error reply as a value).
+
+    What a non-transactional pipeline does, packed by hiredis in C: redis-py's pipeline builds each command
+    in Python, which was most of a publish's cost in Redis mode."""
+    pool = client.connection_pool
+    connection = await pool.get_connection()  # type: ignore[no-untyped-call]
     try:
-        yield
-    except (RedisError, OSError) as exc:
-        raise ServiceUnavailable(f"event log unavailable: {exc}") from exc
+        await connection.send_packed_command(b"".join(hiredis.pack_command(c) for c in commands), check_health=False)
+        replies: list[Any] = []
+        async with asyncio.timeout(REPLY_TIMEOUT_S):  # one deadline for all the replies, not one per reply
+            for _ in commands:
+                try:
+                    replies.append(await connection.read_response(timeout=math.inf))
+                except ResponseError as exc:
+                    replies.append(exc)
+    except BaseException:
+        await connection.disconnect()  # replies may be left unread on it: never reuse it
+        raise
+    finally:
+        await pool.release(connection)
+    return replies
 
 
 class RedisEventLog:
-    """`EventLog` on Redis Streams; one round trip (a MULTI/EXEC pipeline) per append, read or head."""
+    """`EventLog` on Redis Streams, one server or a cluster; an append publishes too (see the module doc)."""
 
     def __init__(self, url: str, prefix: str = "blocks-rt", max_events: int = 1000,
-                 max_age_s: float = 24 * 3600) -> None:
-        self._url = url
-        self._keys = Keys(prefix)
+                 max_age_s: float = 24 * 3600, *, cluster: bool = False, publish: str | None = "rooms") -> None:
+        """`publish`: "rooms" (a channel per stream), "broadcast" (one channel; one server only) or None."""
+        if cluster and publish == "broadcast":
+            raise ValueError("the broadcast fan-out is one channel, one slot: it cannot run on a Redis Cluster")
+        self.shards = RedisShards(url, cluster=cluster)
+        self.keys = Keys(prefix)
+        self.publishes = publish is not None
+        self._broadcast = publish == "broadcast"
         self._max_events = max_events
         self._max_age_s = max_age_s
-        self._redis: aioredis.Redis | None = None
 
     async def __aenter__(self) -> RedisEventLog:
-        client = aioredis.from_url(self._url, decode_responses=True)
+        await self.shards.__aenter__()
         try:
-            version = str((await client.info("server"))["redis_version"])
-            if tuple(int(part) for part in version.split(".")[:2]) < MIN_REDIS_VERSION:
-                raise RuntimeError(f"the Redis event log needs Redis >= 7.0 (XINFO entries-added); got {version}")
+            for node in self.shards.masters():
+                version = str((await self.shards.client_of(node).info("server"))["redis_version"])
+                if tuple(int(part) for part in version.split(".")[:2]) < MIN_REDIS_VERSION:
+                    raise RuntimeError(f"the Redis event log needs Redis >= 7.0 (XINFO entries-added, sharded "
+                                       f"pub/sub); {node} runs {version}")
         except BaseException:
-            await client.aclose()
+            await self.shards.__aexit__()
             raise
-        self._redis = client
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._redis is not None:
-            await self._redis.aclose()
-            self._redis = None
+        await self.shards.__aexit__()
 
-    @property
-    def redis(self) -> aioredis.Redis:
-        if self._redis is None:
-            raise RuntimeError("RedisEventLog used outside `async with`")
-        return self._redis
+    @asynccontextmanager
+    async def _available(self) -> AsyncIterator[None]:
+        """Redis down is `ServiceUnavailable` (a 503 to publishers), never an unexplained 500."""
+        try:
+            yield
+        except (RedisError, RedisClusterException, OSError) as exc:
+            self.shards.refresh_soon()  # a MOVED or a lost master: the next call goes to the new owner
+            raise ServiceUnavailable(f"event log unavailable: {exc}") from exc
 
     def _min_id(self, now: float) -> str:
         """Entries older than this id are past the age limit (ids are Redis time in ms)."""
         return f"{max(0, int((now - self._max_age_s) * 1000))}-0"
 
+    def channel(self, stream: str) -> str:
+        return self.keys.broadcast_channel if self._broadcast else self.keys.room_channel(stream)
+
     async def append(self, deliveries: Sequence[Delivery]) -> list[LoggedEvent]:
         if not deliveries:
             return []
         now = time.time()
-        streams = list(dict.fromkeys(d.stream for d in deliveries))
-        candidates = {stream: _new_epoch() for stream in streams}
-        async with _available(), self.redis.pipeline(transaction=True) as pipe:
-            for stream in streams:
-                pipe.set(self._keys.log_epoch(stream), candidates[stream], nx=True, get=True)
-            for d in deliveries:
-                fields: dict[Any, Any] = {"e": d.event, "p": json.dumps(d.payload, separators=(",", ":")),
-                                          "t": repr(now)}
-                pipe.xadd(self._keys.log_stream(d.stream), fields, maxlen=self._max_events, approximate=False)
-            for stream in streams:
-                pipe.xtrim(self._keys.log_stream(stream), minid=self._min_id(now), approximate=False)
-            results = await pipe.execute()
-        # SET NX GET answers the epoch already there, or nothing when ours was set.
-        epochs = {stream: old or candidates[stream] for stream, old in zip(streams, results, strict=False)}
-        ids = results[len(streams):len(streams) + len(deliveries)]
-        return [stamp(d, epochs[d.stream], _position(i), now) for d, i in zip(deliveries, ids, strict=True)]
+        by_stream: dict[str, list[Delivery]] = {}
+        for d in deliveries:
+            by_stream.setdefault(d.stream, []).append(d)
+        async with self._available():
+            by_node: dict[str, list[str]] = {}
+            for stream in by_stream:
+                by_node.setdefault(self.shards.node_for(self.keys.log_stream(stream)), []).append(stream)
+            replies = await asyncio.gather(*(self._append_on(node, streams, by_stream, now)
+                                             for node, streams in by_node.items()))
+        positions: dict[str, tuple[str, list[str]]] = {}
+        for reply in replies:
+            positions.update(reply)
+        logged, taken = [], dict.fromkeys(by_stream, 0)
+        for d in deliveries:
+            epoch, ids = positions[d.stream]
+            logged.append(stamp(d, epoch, _position(ids[taken[d.stream]]), now))
+            taken[d.stream] += 1
+        return logged
+
+    async def _append_on(self, node: str, streams: list[str], by_stream: dict[str, list[Delivery]],
+                         now: float) -> dict[str, tuple[str, list[str]]]:
+        """One round trip to one shard: a script per stream (then `WAIT` for its replica on a cluster)."""
+        client = self.shards.client_of(node)
+        replicas = min(1, self.shards.replicas_of(self.keys.log_stream(streams[0])))
+        head = [repr(now), "SPUBLISH" if self.publishes else ""]
+        min_id, max_events = self._min_id(now), self._max_events
+        calls = []
+        for stream in streams:
+            args: list[Any] = [stream, _new_epoch(), max_events, min_id, *head]
+            for d in by_stream[stream]:
+                args += (d.event, orjson.dumps(d.payload))
+            calls.append((self.keys.log_epoch(stream), self.keys.log_stream(stream), self.channel(stream), *args))
+        wait = [("WAIT", replicas, WAIT_REPLICA_MS)] if replicas else []
+        replies = await _round_trip(client, [("EVALSHA", APPEND_SHA, 3, *call) for call in calls] + wait)
+        if any(isinstance(reply, NoScriptError) for reply in replies):  # none ran: send the script itself, once
+            replies = await _round_trip(client, [("EVAL", APPEND_SCRIPT, 3, *call) for call in calls] + wait)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        if replicas and replies[-1] < replicas:
+            raise ServiceUnavailable(f"events not replicated within {WAIT_REPLICA_MS} ms on {node}; retry")
+        return {stream: (str(reply[0]), [str(i) for i in reply[1:]])
+                for stream, reply in zip(streams, replies, strict=False)}
 
     async def read_after(self, stream: str, event_id: str) -> list[LoggedEvent]:
         try:
             epoch, position = parse_event_id(event_id)
         except ValueError:
             raise ResyncRequired(stream, "invalid_offset") from None
-        key = self._keys.log_stream(stream)
-        async with _available(), self.redis.pipeline(transaction=True) as pipe:
-            pipe.get(self._keys.log_epoch(stream))
+        key = self.keys.log_stream(stream)
+        async with self._available(), self.shards.client_for(key).pipeline(transaction=True) as pipe:
+            pipe.get(self.keys.log_epoch(stream))
             pipe.xtrim(key, minid=self._min_id(time.time()), approximate=False)
             pipe.xinfo_stream(key)
             pipe.xrange(key, min=str(position), max="+")  # the offset's own entry too, if still kept
@@ -148,19 +253,20 @@ class RedisEventLog:
         return [self._logged(stream, epoch, entry_id, fields) for _, entry_id, fields in kept]
 
     async def head(self, stream: str) -> str:
-        async with _available(), self.redis.pipeline(transaction=True) as pipe:
+        key = self.keys.log_stream(stream)
+        async with self._available(), self.shards.client_for(key).pipeline(transaction=True) as pipe:
             candidate = _new_epoch()
-            pipe.set(self._keys.log_epoch(stream), candidate, nx=True, get=True)
-            pipe.xinfo_stream(self._keys.log_stream(stream))
+            pipe.set(self.keys.log_epoch(stream), candidate, nx=True, get=True)
+            pipe.xinfo_stream(key)
             epoch, info = await pipe.execute(raise_on_error=False)
         last = ZERO if isinstance(info, ResponseError) else _position(info["last-generated-id"])
         return format_event_id(epoch or candidate, last)
 
     async def latest(self, stream: str, event: str) -> LoggedEvent | None:
-        key, upper = self._keys.log_stream(stream), "+"
+        key, upper = self.keys.log_stream(stream), "+"
         for _ in range(self._max_events // LATEST_PAGE + 1):
-            async with _available(), self.redis.pipeline(transaction=True) as pipe:
-                pipe.get(self._keys.log_epoch(stream))
+            async with self._available(), self.shards.client_for(key).pipeline(transaction=True) as pipe:
+                pipe.get(self.keys.log_epoch(stream))
                 pipe.xrevrange(key, max=upper, min="-", count=LATEST_PAGE)
                 epoch, entries = await pipe.execute()
             for entry_id, fields in entries:
@@ -172,13 +278,14 @@ class RedisEventLog:
         return None
 
     async def read_since(self, stream: str, ms: int) -> list[LoggedEvent]:
-        async with _available(), self.redis.pipeline(transaction=True) as pipe:
-            pipe.get(self._keys.log_epoch(stream))
-            pipe.xrange(self._keys.log_stream(stream), min=f"{ms}-0", max="+")
+        key = self.keys.log_stream(stream)
+        async with self._available(), self.shards.client_for(key).pipeline(transaction=True) as pipe:
+            pipe.get(self.keys.log_epoch(stream))
+            pipe.xrange(key, min=f"{ms}-0", max="+")
             epoch, entries = await pipe.execute()
         return [self._logged(stream, epoch, entry_id, fields) for entry_id, fields in entries]
 
     @staticmethod
     def _logged(stream: str, epoch: str, entry_id: str, fields: dict[str, Any]) -> LoggedEvent:
-        delivery = Delivery(stream, fields["e"], json.loads(fields["p"]))
+        delivery = Delivery(stream, fields["e"], orjson.loads(fields["p"]))
         return stamp(delivery, epoch, _position(entry_id), float(fields["t"]))

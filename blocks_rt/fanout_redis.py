@@ -1,99 +1,104 @@
-"""Fan-out across gateway nodes over Redis pub/sub, one channel per room.
+"""Fan-out across gateway nodes over Redis sharded pub/sub, one channel per room, one Redis or a cluster.
 
 python-socketio's stock `AsyncRedisManager` publishes every emit on one channel, so every node decodes
 every event: the cluster's cost grows with nodes × total traffic. Here a node subscribes only to the
 channels of rooms that have a socket on it, so Redis drops what a node does not host and each node pays
-only for its own rooms' events. `per_room=False` keeps the one-channel shape, as the benchmark baseline.
+only for its own rooms' events. Publishing is the event log's: its append script publishes each stream's
+share of a batch as one message on the stream's channel (`eventlog_redis`), so `publish` here does nothing.
 
-A node that loses Redis keeps the position of the last event it saw per hosted stream; when the
-subscription is back (and checked with a probe through Redis), it replays what it missed from the event
-log, so a Redis blip never leaves a socket deaf or with a gap.
+Subscriptions are SSUBSCRIBE, on one connection per shard (the node owning the channel's slot; the server
+itself with one Redis), each with its own listener task. redis-py's `ClusterPubSub` polls its per-node
+connections in turn with one timeout each, so an event on one shard waits out the others' timeouts; a
+listener per shard hears each at once. A node that loses a shard (Redis down, a master killed, MOVED after
+a failover) keeps the position of the last event it saw per hosted stream; it learns the slot map again,
+subscribes every hosted room on its owner now, proves each shard hears (a probe through Redis), then replays
+what it missed from the event log, or tells a room to resync when its log lost that tail (a failover with
+unreplicated writes, a flushed Redis). Until then /healthz says this node is not whole.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
+import math
 import secrets
 from collections.abc import Sequence
 from typing import Any
 
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.asyncio.client import PubSub
+from redis.exceptions import RedisClusterException, RedisError
 
 from .errors import ServiceUnavailable
-from .eventlog import EventLog, LoggedEvent, Position, ResyncRequired, parse_event_id
+from .eventlog import LoggedEvent, Position, ResyncRequired, parse_event_id
+from .eventlog_redis import RedisEventLog, decode_published
 from .fanout import Deliver, Gap
-from .keys import Keys
 from .metrics import Metrics
 
 log = logging.getLogger(__name__)
 MAX_RECEIVED_BATCH = 256  # bounds how long the first event of a burst waits for the rest to be read
+PROBE_TIMEOUT_S = 5.0
+LOST = (RedisError, RedisClusterException, OSError, TimeoutError)
 
 
-def encode(item: LoggedEvent) -> str:
-    return json.dumps({"stream": item.stream, "event": item.event, "eventId": item.event_id,
-                       "payload": item.payload, "loggedAt": item.logged_at}, separators=(",", ":"))
+class _Shard:
+    """One subscriber connection to one Redis node, the channels subscribed on it, and its listener."""
 
+    def __init__(self, name: str, pubsub: PubSub, probe_channel: str) -> None:
+        self.name = name
+        self.pubsub = pubsub
+        self.probe_channel = probe_channel
+        self.channels: set[str] = set()
+        self.listener: asyncio.Task[None] | None = None
+        self.lost = False
 
-def decode(raw: bytes | str) -> LoggedEvent:
-    data = json.loads(raw)
-    _, position = parse_event_id(data["eventId"])
-    return LoggedEvent(data["stream"], data["event"], data["eventId"], position, data["payload"], data["loggedAt"])
+    async def aclose(self) -> None:
+        if self.listener is not None and self.listener is not asyncio.current_task():
+            self.listener.cancel()
+            await asyncio.gather(self.listener, return_exceptions=True)
+        try:
+            await self.pubsub.aclose()  # type: ignore[no-untyped-call]
+        except LOST:
+            pass
 
 
 class RedisFanout:
-    """Publish logged events to their room's channel; deliver locally what arrives for hosted rooms."""
+    """Deliver locally what the event log published for the rooms this node hosts."""
 
-    def __init__(self, redis: aioredis.Redis, keys: Keys, deliver: Deliver, log_: EventLog, metrics: Metrics, *,
-                 on_gap: Gap, per_room: bool = True) -> None:
-        self._redis = redis
-        self._on_gap = on_gap
-        self._metrics = metrics
-        self._per_room = per_room
-        self._keys = keys
-        self._deliver = deliver
+    def __init__(self, log_: RedisEventLog, deliver: Deliver, metrics: Metrics, *, on_gap: Gap) -> None:
+        if not log_.publishes:
+            raise ValueError("RedisFanout listens to what the event log publishes: give it a publishing log")
         self._log = log_
-        self._pubsub = redis.pubsub()
+        self._redis = log_.shards
+        self._keys = log_.keys
+        self._deliver = deliver
+        self._metrics = metrics
+        self._on_gap = on_gap
+        self._broadcast = log_.channel("") == log_.keys.broadcast_channel
+        self._node_id = secrets.token_hex(6)
+        self._shards: dict[str, _Shard] = {}
         self._hosted: dict[str, int] = {}
         self._last: dict[str, tuple[str, Position]] = {}
         self._confirmations: dict[str, asyncio.Future[None]] = {}
-        self._probe_channel = keys.node_channel(secrets.token_hex(6))
-        self._probe: asyncio.Future[None] | None = None
-        self._listener: asyncio.Task[None] | None = None
+        self._probes: dict[str, asyncio.Future[None]] = {}
         self._recovery: asyncio.Task[None] | None = None
         self._held: list[LoggedEvent] | None = None  # live events that arrive while catching up
         self.healthy = False
 
     async def __aenter__(self) -> RedisFanout:
-        await self._subscribe(self._probe_channel)
-        if not self._per_room:
-            await self._subscribe(self._keys.broadcast_channel)
-        self._listener = asyncio.create_task(self._listen())
-        await self._check()
+        await self._connect()
         self.healthy = True
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        tasks = [t for t in (self._listener, self._recovery) if t is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+        if self._recovery is not None:
+            self._recovery.cancel()
+            await asyncio.gather(self._recovery, return_exceptions=True)
+        for shard in list(self._shards.values()):
+            await shard.aclose()
+        self._shards.clear()
 
-    # --- publishing ---------------------------------------------------------------------------------------
     async def publish(self, logged: Sequence[LoggedEvent]) -> None:
-        try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for item in logged:
-                    pipe.publish(self._channel(item.stream), encode(item))
-                await pipe.execute()
-        except RedisError as exc:
-            raise ServiceUnavailable(f"fan-out unavailable: {exc}") from exc
-
-    def _channel(self, stream: str) -> str:
-        return self._keys.room_channel(stream) if self._per_room else self._keys.broadcast_channel
+        """Nothing to do: the log's append already published these, in the same round trip."""
 
     # --- which rooms this node hosts ----------------------------------------------------------------------
     async def join(self, stream: str) -> None:
@@ -102,8 +107,8 @@ class RedisFanout:
         if self._hosted[stream] > 1:
             return
         try:
-            if self._per_room:
-                await self._subscribe(self._channel(stream))
+            if not self._broadcast:
+                await self._subscribe(self._log.channel(stream))
             head = await self._log.head(stream)
         except BaseException:
             del self._hosted[stream]  # not hosted after all: a later join subscribes again
@@ -117,120 +122,178 @@ class RedisFanout:
             return
         self._hosted.pop(stream, None)
         self._last.pop(stream, None)
-        if not self._per_room:
+        if self._broadcast:
             return
-        try:
-            await self._pubsub.unsubscribe(self._channel(stream))
-        except RedisError:
-            pass  # the subscription dies with the connection; on reconnect only hosted rooms come back
+        channel = self._log.channel(stream)
+        for shard in self._shards.values():
+            if channel in shard.channels:
+                shard.channels.discard(channel)
+                try:
+                    await shard.pubsub.sunsubscribe(channel)
+                except LOST:
+                    pass  # the subscription dies with the connection; on recovery only hosted rooms come back
 
     @property
     def hosted(self) -> list[str]:
         return list(self._hosted)
 
-    async def _subscribe(self, channel: str, timeout: float = 5.0) -> None:
+    async def _subscribe(self, channel: str, shard: _Shard | None = None) -> None:
+        """SSUBSCRIBE on the shard owning `channel`, and wait for Redis to confirm it."""
+        try:
+            shard = shard or self._shards[self._redis.node_for(channel)]
+        except KeyError:
+            raise ServiceUnavailable(f"no subscriber on the shard of {channel} (recovering)") from None
         confirmed = self._confirmations.setdefault(channel, asyncio.get_running_loop().create_future())
-        await self._pubsub.subscribe(channel)
-        if self._listener is not None:
-            await asyncio.wait_for(asyncio.shield(confirmed), timeout)
+        shard.channels.add(channel)
+        try:
+            await shard.pubsub.ssubscribe(channel)
+            if shard.listener is None:  # listening starts once the connection exists (the first subscribe)
+                shard.listener = asyncio.create_task(self._listen(shard))
+            await asyncio.wait_for(asyncio.shield(confirmed), PROBE_TIMEOUT_S)
+        except LOST as exc:
+            raise ServiceUnavailable(f"fan-out unavailable: {exc}") from exc
 
-    # --- listening ------------------------------------------------------------------------------------------
-    async def _listen(self) -> None:
-        backoff = 0.1
+    # --- shards: connect, listen, probe --------------------------------------------------------------------
+    async def _connect(self) -> None:
+        """A subscriber per shard with every hosted room on its owner now; proven by a probe on each."""
+        for shard in list(self._shards.values()):
+            await shard.aclose()
+        self._shards.clear()
+        self._confirmations.clear()
+        for name in self._redis.masters():
+            shard = _Shard(name, self._redis.client_of(name).pubsub(), self._probe_channel(name))
+            self._shards[name] = shard
+            await self._subscribe(shard.probe_channel, shard)
+        wanted = [self._keys.broadcast_channel] if self._broadcast else [self._log.channel(s) for s in self._hosted]
+        await asyncio.gather(*(self._subscribe(channel) for channel in wanted))
+        await self._check()
+
+    def _probe_channel(self, shard: str) -> str:
+        """A channel of this node whose slot lives on `shard` (any channel with one Redis)."""
+        for n in range(100_000):
+            channel = self._keys.probe_channel(self._node_id, f"probe-{n}")
+            if self._redis.node_for(channel) == shard:
+                return channel
+        raise RedisClusterException(f"no slot of {shard} found")
+
+    async def _check(self) -> None:
+        """A probe through Redis back to each shard's listener: healthy only when every listener really hears."""
+        loop = asyncio.get_running_loop()
+        waits = []
+        for shard in self._shards.values():
+            probe = self._probes[shard.probe_channel] = loop.create_future()
+            await self._redis.client_of(shard.name).spublish(shard.probe_channel, "probe")
+            waits.append(asyncio.wait_for(asyncio.shield(probe), PROBE_TIMEOUT_S))
+        await asyncio.gather(*waits)
+
+    async def _listen(self, shard: _Shard) -> None:
         while True:
             try:
-                message = await self._pubsub.get_message(timeout=1.0)
-                backoff = 0.1
+                message = await shard.pubsub.get_message(timeout=1.0)
                 # What has already arrived is taken with it and delivered as one batch: a socket then gets
                 # its events of the batch in one write, as on a single node.
                 batch: list[LoggedEvent] = []
                 while message is not None:
-                    item = self._handle(message)
-                    if item is not None:
-                        batch.append(item)
+                    batch.extend(self._handle(message))
                     if len(batch) >= MAX_RECEIVED_BATCH:
                         break
-                    message = await self._pubsub.get_message(timeout=0.0)
+                    message = await self._arrived(shard)
                 if self._held is not None:  # catching up after an outage: these go out after the missed ones
                     self._held.extend(batch)
                 elif batch:
                     await self._accept(batch)
             except asyncio.CancelledError:
                 raise
-            except (RedisError, OSError) as exc:
+            except LOST as exc:
                 if self.healthy:
-                    log.warning("Redis fan-out lost: %s", exc)
+                    log.warning("Redis fan-out lost shard %s: %s", shard.name, exc)
+                shard.lost = True
                 self.healthy = False
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
-                if await self._reconnect() and (self._recovery is None or self._recovery.done()):
-                    self._recovery = asyncio.create_task(self._recover())
+                self._recover_soon()
+                return  # the recovery makes a new subscriber for whoever owns these slots now
             except Exception:  # a bad message must not stop the listener
                 log.exception("fan-out message dropped")
 
-    async def _reconnect(self) -> bool:
-        try:
-            await self._pubsub.connect()  # type: ignore[no-untyped-call]  # re-subscribes every channel (redis-py's on_connect callback)
-            return True
-        except (RedisError, OSError):
-            return False
+    @staticmethod
+    async def _arrived(shard: _Shard) -> dict[str, Any] | None:
+        """The next message if it has already arrived, else None.
+
+        Read straight off the connection: `get_message` costs more than the read itself (a retry wrapper, a
+        timeout and observability hooks on every call; about 5 of 14 µs per message)."""
+        connection = shard.pubsub.connection
+        if connection is None or not await connection.can_read():
+            return None
+        raw = await connection.read_response(timeout=math.inf, disconnect_on_error=False, push_request=True)
+        message: dict[str, Any] | None = await shard.pubsub.handle_message(raw)
+        return message
+
+    def _handle(self, message: dict[str, Any]) -> list[LoggedEvent]:
+        """Settle a control message (subscription, probe); an event message is returned, decoded."""
+        kind, channel = message["type"], message["channel"]
+        if kind == "ssubscribe":
+            future = self._confirmations.pop(channel, None)
+            if future is not None and not future.done():
+                future.set_result(None)
+        elif kind == "smessage" and channel in self._probes:
+            probe = self._probes.pop(channel)
+            if not probe.done():
+                probe.set_result(None)
+        elif kind == "smessage":
+            try:
+                items = decode_published(message["data"])
+            except (ValueError, KeyError, TypeError):  # one bad message must not cost the rest of the batch
+                log.exception("fan-out message dropped")
+                return []
+            self._metrics.fanout_received.inc(len(items))
+            return items
+        return []
+
+    # --- recovery --------------------------------------------------------------------------------------------
+    def _recover_soon(self) -> None:
+        if self._recovery is None or self._recovery.done():
+            self._recovery = asyncio.create_task(self._recover())
 
     async def _recover(self) -> None:
-        """Prove the subscription works again, then replay what hosted rooms missed meanwhile.
+        """Resubscribe on the owners now, prove it works, then replay what hosted rooms missed meanwhile.
 
         Live events arriving during the catch-up are held and delivered after it, in order, so a newer
         live event never overtakes (and hides) an older missed one.
         """
         self._held = []
+        backoff = 0.1
         while True:
             try:
-                await self._check()
+                await self._redis.refresh()
+                await self._connect()
                 await self._catch_up()
                 break
-            except (TimeoutError, RedisError, OSError, ServiceUnavailable):
-                await asyncio.sleep(1.0)
+            except LOST + (ServiceUnavailable,) as exc:
+                log.info("fan-out recovery: %s; again in %.1f s", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
         while self._held:
             held, self._held = self._held, []
             await self._accept(held)
         self._held = None
+        if any(shard.lost for shard in self._shards.values()):  # lost again meanwhile: go round once more
+            self._recovery = None  # this task is ending: let the next one start
+            self._recover_soon()
+            return
         self.healthy = True  # only now: until the catch-up is done, /healthz says this node is not whole
+        log.warning("Redis fan-out recovered on %s", ", ".join(self._shards))
 
     async def _catch_up(self) -> None:
         for stream, (epoch, position) in list(self._last.items()):
             try:
                 missed = await self._log.read_after(stream, f"{epoch}:{position}")
             except ResyncRequired as exc:
-                # The log itself was lost with Redis: the room's sockets must refetch, and hear it now.
+                # The log lost what this node saw (a flushed Redis, a failover's unreplicated tail): the room's
+                # sockets must refetch, and hear it now.
                 log.error("cannot catch up %s after a Redis outage: %s", stream, exc.reason)
                 self._last.pop(stream, None)
                 await self._on_gap(stream, exc.reason)
                 continue
             await self._accept(missed)
-
-    async def _check(self, timeout: float = 5.0) -> None:
-        """A probe through Redis back to this node: healthy only when the listener really hears."""
-        self._probe = asyncio.get_running_loop().create_future()
-        await self._redis.publish(self._probe_channel, "probe")
-        await asyncio.wait_for(asyncio.shield(self._probe), timeout)
-
-    def _handle(self, message: dict[str, Any]) -> LoggedEvent | None:
-        """Settle a control message (subscription, probe); an event message is returned, decoded."""
-        channel = message["channel"].decode() if isinstance(message["channel"], bytes) else message["channel"]
-        kind = message["type"]
-        if kind == "subscribe":
-            future = self._confirmations.pop(channel, None)
-            if future is not None and not future.done():
-                future.set_result(None)
-        elif kind == "message" and channel == self._probe_channel:
-            if self._probe is not None and not self._probe.done():
-                self._probe.set_result(None)
-        elif kind == "message":
-            self._metrics.fanout_received.inc()
-            try:
-                return decode(message["data"])
-            except (ValueError, KeyError, TypeError):  # one bad message must not cost the rest of the batch
-                log.exception("fan-out message dropped")
-        return None
 
     async def _accept(self, items: Sequence[LoggedEvent]) -> None:
         """Deliver each once: the live channel and a post-outage replay may both bring the same event."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from .errors import ServiceUnavailable
@@ -64,16 +65,20 @@ return 1
 class RedisIdempotencyStore:
     """`IdempotencyStore` on Redis: one script call per step."""
 
-    def __init__(self, url: str, prefix: str = "blocks-rt", ttl_s: float = 24 * 3600, lease_s: float = 10.0) -> None:
+    def __init__(self, url: str, prefix: str = "blocks-rt", ttl_s: float = 24 * 3600, lease_s: float = 10.0, *,
+                 cluster: bool = False) -> None:
+        """`cluster`: `url` names a seed node of a Redis Cluster (each record is one key, so one shard)."""
         self._url = url
+        self._cluster = cluster
         self._keys = Keys(prefix)
         self._ttl_ms = int(ttl_s * 1000)
         self._lease_ms = int(lease_s * 1000)
-        self._redis: aioredis.Redis | None = None
+        self._redis: aioredis.Redis | RedisCluster | None = None
         self._scripts: dict[str, Any] = {}
 
     async def __aenter__(self) -> RedisIdempotencyStore:
-        self._redis = aioredis.from_url(self._url, decode_responses=True, socket_timeout=5, socket_connect_timeout=2)
+        connect = RedisCluster.from_url if self._cluster else aioredis.from_url
+        self._redis = connect(self._url, decode_responses=True, socket_timeout=5, socket_connect_timeout=2)
         self._scripts = {name: self._redis.register_script(body)
                          for name, body in (("claim", CLAIM), ("logged", LOGGED), ("answer", ANSWER),
                                             ("release", RELEASE))}

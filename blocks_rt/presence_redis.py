@@ -1,7 +1,8 @@
 """Cluster-wide presence: socket counts per user summed over the live gateway nodes in Redis.
 
 Each node keeps a hash of its own counts and a heartbeat; a node that dies (SIGKILL) stops heartbeating
-and its counts stop counting after `ttl_s`, without anyone cleaning up after it.
+and its counts stop counting after `ttl_s`, without anyone cleaning up after it. Every command names one
+key, so on a Redis Cluster each goes to its own shard (the pipelines are not transactions).
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ import logging
 import time
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from .keys import Keys
+from .redis_client import RedisShards
 
 log = logging.getLogger(__name__)
 
@@ -21,13 +24,18 @@ log = logging.getLogger(__name__)
 class RedisClusterPresence:
     """`presence.ClusterPresence` over Redis: this node's counts in a hash, read with every live node's."""
 
-    def __init__(self, redis: aioredis.Redis, keys: Keys, node_id: str, ttl_s: float = 15.0) -> None:
-        self._redis = redis
+    def __init__(self, shards: RedisShards, keys: Keys, node_id: str, ttl_s: float = 15.0) -> None:
+        """`shards`: the event log's Redis (one server or a cluster), connected by the time this is entered."""
+        self._shards = shards
         self._keys = keys
         self.node_id = node_id
         self._ttl_s = ttl_s
         self._changes: asyncio.Queue[tuple[str, int]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def _redis(self) -> aioredis.Redis | RedisCluster:
+        return self._shards.client
 
     async def __aenter__(self) -> RedisClusterPresence:
         await self._redis.delete(self._keys.node_presence(self.node_id))

@@ -68,6 +68,7 @@ class Settings:
     cors_origins: Origins = ()
     redis_url: str | None = None
     redis_prefix: str = "blocks-rt"
+    redis_cluster: bool = False  # BLOCKS_RT_REDIS_URL names one seed node of a Redis Cluster
     fanout: Literal["rooms", "broadcast"] = "rooms"  # broadcast: one channel for all (benchmark baseline)
     host: str = "127.0.0.1"
     port: Port = 3000

@@ -1,5 +1,6 @@
 """Fixtures: a real gateway on a free loopback port (`make_lab`), a private real Redis (`redis_url`), a private
-real PostgreSQL (`postgres`, `outbox_dsn`)."""
+real Redis Cluster (`redis_cluster`: 3 masters, 3 replicas, one per session) and a private real PostgreSQL
+(`postgres`, `outbox_dsn`)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytest
 
 from blocks_rt.outbox import init as init_outbox
 from blocks_rt.testing.lab import Lab
-from blocks_rt.testing.nodes import private_redis
+from blocks_rt.testing.nodes import RedisClusterProcesses, private_redis, private_redis_cluster
 from blocks_rt.testing.postgres import PrivatePostgres, server_binaries
 
 
@@ -51,6 +52,18 @@ def redis_url() -> Iterator[str]:
         raise RuntimeError("CI needs Redis: no redis-server binary and no REDIS_URL")
     else:
         pytest.skip("no redis-server binary and no REDIS_URL")
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisClusterProcesses]:
+    """A private Redis Cluster (3 masters + 3 replicas on free loopback ports), started once per session.
+
+    Tests that kill a node bring it back (`restart`) before they end, so the next test finds it whole."""
+    if not shutil.which("redis-server"):
+        assert not os.environ.get("CI"), "CI needs the redis-server binary"
+        pytest.skip("no redis-server binary for a private Redis Cluster")
+    with private_redis_cluster() as cluster:
+        yield cluster
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,5 @@
-"""Several gateway processes on one real Redis: fan-out, resume across nodes, node death, drain, outage."""
+"""Several gateway processes on one real Redis and on a real Redis Cluster (the same behaviour tests):
+fan-out, resume across nodes, node death, drain, a Redis outage, one script call per stream per publish."""
 
 from __future__ import annotations
 
@@ -12,12 +13,12 @@ from contextlib import AsyncExitStack, ExitStack
 from typing import Any
 
 import pytest
-import redis.asyncio as aioredis
 from samples import accepted
 
 from blocks_rt.client import BlocksClient
 from blocks_rt.keys import Keys
-from blocks_rt.testing.nodes import Node, NodeCluster, free_port, private_redis
+from blocks_rt.redis_client import RedisShards
+from blocks_rt.testing.nodes import Node, NodeCluster, RedisClusterProcesses, free_port, private_redis
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -53,10 +54,23 @@ async def metric(node: Node, name: str) -> float:
     return float(match.group(1)) if match else 0.0
 
 
+@pytest.fixture(params=["redis", "cluster"])
+def redis_env(request: pytest.FixtureRequest) -> dict[str, str]:
+    """The gateway nodes' Redis: one server, or a Redis Cluster reached through one seed node."""
+    if request.param == "redis":
+        return {"BLOCKS_RT_REDIS_URL": request.getfixturevalue("redis_url")}
+    cluster: RedisClusterProcesses = request.getfixturevalue("redis_cluster")
+    return {"BLOCKS_RT_REDIS_URL": cluster.url, "BLOCKS_RT_REDIS_CLUSTER": "true"}
+
+
 @pytest.fixture
-async def cluster3(redis_url: str) -> AsyncIterator[NodeCluster]:
-    async with NodeCluster(redis_url, count=3) as cluster:
+async def cluster3(redis_env: dict[str, str]) -> AsyncIterator[NodeCluster]:
+    async with NodeCluster(redis_env["BLOCKS_RT_REDIS_URL"], count=3, **redis_env) as cluster:
         yield cluster
+
+
+async def shards_of(cluster: NodeCluster) -> RedisShards:
+    return await RedisShards(cluster.env["BLOCKS_RT_REDIS_URL"], cluster=cluster.settings.redis_cluster).__aenter__()
 
 
 async def test_event_published_on_any_node_reaches_every_socket_once(cluster3: NodeCluster) -> None:
@@ -71,10 +85,16 @@ async def test_event_published_on_any_node_reaches_every_socket_once(cluster3: N
         await client.wait_for("notification:new", timeout=10)
     for w in watchers:
         await w.wait_for("property:status_changed", timeout=10)
-    await asyncio.sleep(0.5)  # anything extra would arrive by now
-    assert [titles(x, "notification:new") for x in amira] == [["note 1"]] * 3
-    assert [titles(w, "property:status_changed") for w in watchers] == [["status 1"]] * 2
-    assert [titles(w, "notification:new") for w in watchers] == [[], []]
+    # Fences: a stream arrives in log order, so anything extra of the first events would come before these.
+    assert (await b.publish([notification("usr_amira", 2), notification("usr_ben", 2),
+                             property_status("prop_marina", 2)]))[0] == 202
+    for client in amira + watchers:
+        await client.wait_for("notification:new", count=2 if client in amira else 1, timeout=10)
+    for w in watchers:
+        await w.wait_for("property:status_changed", count=2, timeout=10)
+    assert [titles(x, "notification:new") for x in amira] == [["note 1", "note 2"]] * 3
+    assert [titles(w, "property:status_changed") for w in watchers] == [["status 1", "status 2"]] * 2
+    assert [titles(w, "notification:new") for w in watchers] == [["note 2"], ["note 2"]]
     for client in amira + watchers:
         await client.disconnect()
 
@@ -120,12 +140,12 @@ async def test_a_batch_from_another_node_arrives_as_a_batch_and_a_bad_message_co
     a, b, _ = cluster3.nodes
     watcher = await connect(cluster3, b, "usr_dev")
     await watcher.subscribe_property("prop_oasis")
-    redis = aioredis.Redis.from_url(cluster3.env["BLOCKS_RT_REDIS_URL"])
-    keys = Keys(cluster3.env["BLOCKS_RT_REDIS_PREFIX"])
+    channel = Keys(cluster3.env["BLOCKS_RT_REDIS_PREFIX"]).room_channel("property:prop_oasis")
+    shards = await shards_of(cluster3)
     try:
-        await redis.publish(keys.room_channel("property:prop_oasis"), b"{not an event")
+        assert await shards.client_for(channel).spublish(channel, "{not an event") == 1
     finally:
-        await redis.aclose()
+        await shards.__aexit__()
     calls_before = await metric(b, "blocks_rt_socket_write_calls_total")
     assert (await a.publish([property_status("prop_oasis", n) for n in range(50)]))[0] == 202
     await watcher.wait_for("property:status_changed", count=50, timeout=15)
@@ -197,6 +217,31 @@ async def test_sigterm_drains_and_clients_move_to_another_node(cluster3: NodeClu
     await client.disconnect()
 
 
+async def wait_health(node: Node, status: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while (await node.get("/healthz"))[0] != status and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    assert (await node.get("/healthz"))[0] == status
+
+
+async def refused_while_down(node: Node) -> None:
+    """/healthz says 503 and a publish is refused with 503: nothing accepted and dropped."""
+    await wait_health(node, 503, 15)
+    status, body = await node.publish(notification("usr_hugo", 1))
+    assert status == 503 and body["error"]["code"] == "unavailable"
+
+
+async def back_and_told_to_resync(node: Node, client: BlocksClient, lost: set[str]) -> None:
+    """Healthy again, the listener not deaf, the client told which streams lost their log (before any new event)."""
+    await wait_health(node, 200, 30)
+    assert (await node.publish(notification("usr_hugo", 2)))[0] == 202
+    [got] = await client.wait_for("notification:new", timeout=10)
+    assert got.payload["notification"]["title"] == "note 2"
+    resync_events = await client.wait_for("stream:resync_required", count=len(lost), timeout=10)
+    assert {r.payload["stream"]: r.payload["reason"] for r in resync_events} == dict.fromkeys(lost, "epoch_changed")
+    assert client.received.index(resync_events[-1]) < client.received.index(got)
+
+
 async def test_redis_outage_is_reported_refused_and_recovered() -> None:
     if not shutil.which("redis-server"):  # this test stops and restarts its Redis: REDIS_URL will not do
         assert not os.environ.get("CI"), "CI needs the redis-server binary"
@@ -209,23 +254,57 @@ async def test_redis_outage_is_reported_refused_and_recovered() -> None:
         [node] = cluster.nodes
         client = await connect(cluster, node, "usr_hugo")
         redis.close()  # Redis goes away
-        deadline = time.monotonic() + 15
-        while (await node.get("/healthz"))[0] != 503 and time.monotonic() < deadline:
-            await asyncio.sleep(0.2)
-        assert (await node.get("/healthz"))[0] == 503
-        status, body = await node.publish(notification("usr_hugo", 1))
-        assert status == 503 and body["error"]["code"] == "unavailable"
+        await refused_while_down(node)
         redis.enter_context(private_redis(port))  # and comes back, empty, on the same port
-        deadline = time.monotonic() + 30
-        while (await node.get("/healthz"))[0] != 200 and time.monotonic() < deadline:
-            await asyncio.sleep(0.2)
-        assert (await node.get("/healthz"))[0] == 200
-        assert (await node.publish(notification("usr_hugo", 2)))[0] == 202
-        [got] = await client.wait_for("notification:new", timeout=10)
-        assert got.payload["notification"]["title"] == "note 2"  # the listener is not deaf
-        # Redis kept nothing: the log the client could resume from is gone, and it was told so before any new event
-        resync_events = await client.wait_for("stream:resync_required", count=2, timeout=10)
-        resyncs = {r.payload["stream"]: r.payload["reason"] for r in resync_events}
-        assert client.received.index(resync_events[-1]) < client.received.index(got)
-        assert resyncs == {"user:usr_hugo": "epoch_changed", "announcements": "epoch_changed"}
+        await back_and_told_to_resync(node, client, {"user:usr_hugo", "announcements"})
+        await client.disconnect()
+
+
+async def test_a_publish_is_one_script_call_per_stream_and_a_shard_without_the_script_loads_it(
+        cluster3: NodeCluster) -> None:
+    a, b, _ = cluster3.nodes
+    watcher = await connect(cluster3, b, "usr_olivia")
+    batch = [notification("usr_olivia", 1), notification("usr_omar", 1), property_status("prop_marina", 1)]
+    shards = await shards_of(cluster3)
+
+    async def calls() -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for node in shards.masters():
+            for name, stats in (await shards.client_of(node).info("commandstats")).items():
+                counts[name] = counts.get(name, 0) + int(stats["calls"])
+        return counts
+
+    try:
+        for node in shards.masters():  # as on a replica that just took over: no script cached
+            await shards.client_of(node).script_flush()
+        assert (await a.publish(batch))[0] == 202  # NOSCRIPT answered: loaded by EVAL, the publish succeeds
+        before = await calls()
+        assert (await a.publish(batch))[0] == 202
+        after = await calls()
+    finally:
+        await shards.__aexit__()
+    added = {name: after.get(name, 0) - before.get(name, 0) for name in after}
+    # Three streams: three script calls (append, trim, epoch and publish inside), no MULTI/EXEC, no PUBLISH.
+    assert added.get("cmdstat_evalsha") == 3 and added.get("cmdstat_xadd") == 3
+    assert not added.get("cmdstat_exec") and not added.get("cmdstat_eval") and not added.get("cmdstat_publish")
+    await watcher.wait_for("notification:new", count=2, timeout=10)
+    assert titles(watcher, "notification:new") == ["note 1", "note 1"]
+    await watcher.disconnect()
+
+
+async def test_a_lost_cluster_shard_is_reported_refused_and_recovered(redis_cluster: RedisClusterProcesses) -> None:
+    async with NodeCluster(redis_cluster.url, count=1, BLOCKS_RT_REDIS_CLUSTER="true") as cluster:
+        [node] = cluster.nodes
+        keys = Keys(cluster.env["BLOCKS_RT_REDIS_PREFIX"])
+        client = await connect(cluster, node, "usr_hugo")
+        shard = redis_cluster.shard_of(keys.log_stream("user:usr_hugo"))
+        lost = {s for s in ("user:usr_hugo", "announcements") if redis_cluster.shard_of(keys.log_stream(s)) == shard}
+        for port in reversed(shard):  # the replica, then the master: nobody can take over, the shard is gone
+            redis_cluster.kill(port)
+        try:
+            await refused_while_down(node)
+        finally:
+            redis_cluster.restart(*shard)  # back, empty, with their slots (the master first)
+        # The shard kept nothing: the streams that lived on it must resync
+        await back_and_told_to_resync(node, client, lost)
         await client.disconnect()
