@@ -75,7 +75,7 @@ class Dispatcher:
     async def redeliver(self, logged: Sequence[LoggedEvent]) -> None:
         """Fan out events already in the log again (an idempotent retry after a failed fan-out)."""
         async with self._in_order:
-            await self._fanout.publish(logged)
+            await self._fanout.republish(logged)
 
 
 class LocalDelivery:

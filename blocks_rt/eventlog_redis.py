@@ -219,6 +219,19 @@ class RedisEventLog:
         return {stream: (str(reply[0]), [str(i) for i in reply[1:]])
                 for stream, reply in zip(streams, replies, strict=False)}
 
+    async def republish(self, logged: Sequence[LoggedEvent]) -> None:
+        """Publish events already in the log again, as their append did (an append whose publish failed)."""
+        messages: dict[tuple[str, str], list[str]] = {}
+        for item in logged:
+            epoch, position = parse_event_id(item.event_id)
+            body = {k: v for k, v in item.payload.items() if k not in ("eventId", "stream")}
+            message = messages.setdefault((item.stream, epoch), [item.stream, epoch, repr(item.logged_at)])
+            message += (str(position), item.event, orjson.dumps(body).decode())
+        async with self._available():
+            for (stream, _), message in messages.items():
+                client = self.shards.client_for(self.keys.log_stream(stream))
+                await client.spublish(self.channel(stream), "\n".join(message))
+
     async def read_after(self, stream: str, event_id: str) -> list[LoggedEvent]:
         try:
             epoch, position = parse_event_id(event_id)

@@ -19,7 +19,10 @@ class Fanout(Protocol):
     healthy: bool
 
     async def publish(self, logged: Sequence[LoggedEvent]) -> None:
-        """Hand events to every node's local delivery (this node's included)."""
+        """Hand events just logged to every node's local delivery (this node's included)."""
+
+    async def republish(self, logged: Sequence[LoggedEvent]) -> None:
+        """Hand events logged earlier to every node again (an idempotent retry; clients drop ids they saw)."""
 
 
 class RoomHost(Protocol):
@@ -39,6 +42,9 @@ class LocalFanout:
         self._deliver = deliver
 
     async def publish(self, logged: Sequence[LoggedEvent]) -> None:
+        await self._deliver(logged)
+
+    async def republish(self, logged: Sequence[LoggedEvent]) -> None:
         await self._deliver(logged)
 
     async def join(self, stream: str) -> None:

@@ -100,6 +100,9 @@ class RedisFanout:
     async def publish(self, logged: Sequence[LoggedEvent]) -> None:
         """Nothing to do: the log's append already published these, in the same round trip."""
 
+    async def republish(self, logged: Sequence[LoggedEvent]) -> None:
+        await self._log.republish(logged)
+
     # --- which rooms this node hosts ----------------------------------------------------------------------
     async def join(self, stream: str) -> None:
         """A local socket joined `stream`: make sure this node receives its events (confirmed by Redis)."""

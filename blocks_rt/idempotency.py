@@ -104,8 +104,13 @@ class IdempotencyStore(Protocol):
     async def answer(self, key: str, token: str, answer: Answer) -> None:
         """Keep the final answer until the TTL."""
 
-    async def release(self, key: str, token: str) -> None:
-        """End the lease now (the attempt failed): a retry may go ahead, and resumes what was logged."""
+    async def release(self, key: str, token: str, *, may_have_logged: bool = False) -> None:
+        """End the lease now (the attempt failed): a retry may go ahead, and resumes what was logged.
+
+        A key under which nothing was recorded as logged is forgotten, unless the attempt failed inside its log
+        append (`may_have_logged`: a reply lost, or a Redis append script stopped after its XADD): then the
+        record stays, and a retry looks in the log for what the attempt may have written.
+        """
 
 
 @dataclass
@@ -170,9 +175,9 @@ class MemoryIdempotencyStore:
         if record := self._owned(key, token):
             record.answer, record.logged = answer, None
 
-    async def release(self, key: str, token: str) -> None:
+    async def release(self, key: str, token: str, *, may_have_logged: bool = False) -> None:
         if record := self._owned(key, token):
-            if record.logged is None:
+            if record.logged is None and not may_have_logged:
                 del self._records[key]
             else:
                 record.lease_until = 0.0
@@ -243,6 +248,7 @@ async def publish_once(store: IdempotencyStore, dispatcher: Dispatcher, log: Eve
     claim = await store.claim(key, fingerprint)
     if isinstance(claim, Answer):
         return claim
+    appending = False
     try:
         if claim.logged is not None:
             per_event = _decode_logged(claim.logged)
@@ -264,9 +270,10 @@ async def publish_once(store: IdempotencyStore, dispatcher: Dispatcher, log: Eve
                 await dispatcher.redeliver([item for _, items in found for item in items])
                 per_event = found
             else:
+                appending = True
                 per_event = await dispatcher.dispatch(batch, on_logged=keep)
     except BaseException:
-        await _quietly(store.release(key, claim.token))
+        await _quietly(store.release(key, claim.token, may_have_logged=appending))
         raise
     answer = accepted(per_event)
     # Published: if the answer cannot be kept (Redis just went down), a retry fans the logged events out again,

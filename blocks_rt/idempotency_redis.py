@@ -51,9 +51,10 @@ redis.call('HDEL', KEYS[1], 'logged', 'token', 'lease')
 return 1
 """
 
+# ARGV[2] is '1' when the attempt failed inside its log append: keep the record, a retry looks in the log.
 RELEASE = """
 if redis.call('HGET', KEYS[1], 'token') ~= ARGV[1] then return 0 end
-if redis.call('HEXISTS', KEYS[1], 'logged') == 1 then
+if redis.call('HEXISTS', KEYS[1], 'logged') == 1 or ARGV[2] == '1' then
   redis.call('HSET', KEYS[1], 'lease', 0)
 else
   redis.call('DEL', KEYS[1])
@@ -117,5 +118,5 @@ class RedisIdempotencyStore:
     async def answer(self, key: str, token: str, answer: Answer) -> None:
         await self._run("answer", key, token, answer.encode())
 
-    async def release(self, key: str, token: str) -> None:
-        await self._run("release", key, token)
+    async def release(self, key: str, token: str, *, may_have_logged: bool = False) -> None:
+        await self._run("release", key, token, "1" if may_have_logged else "0")

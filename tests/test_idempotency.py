@@ -128,6 +128,19 @@ async def test_a_released_key_with_nothing_logged_is_forgotten(store: tuple[Idem
     assert isinstance(await s.claim("k3", "another body"), Claimed)  # nothing was published under it
 
 
+async def test_a_key_released_by_an_attempt_that_failed_inside_its_append_is_kept_for_the_log_search(
+        store: tuple[IdempotencyStore, object]) -> None:
+    s, _ = store
+    first = await s.claim("k6", "fp")
+    assert isinstance(first, Claimed)
+    await s.release("k6", first.token, may_have_logged=True)  # the append's reply was an error: it may have run
+    retry = await s.claim("k6", "fp")
+    assert isinstance(retry, Claimed) and retry.logged is None and retry.since is not None
+    with pytest.raises(IdempotencyConflict) as refused:  # the key stays bound to its body
+        await s.claim("k6", "another body")
+    assert refused.value.code == "idempotency_key_reused"
+
+
 async def test_redis_records_live_under_the_prefix_with_the_ttl(redis_url: str) -> None:
     prefix = f"t-{secrets.token_hex(3)}"
     async with RedisIdempotencyStore(redis_url, prefix, ttl_s=120, lease_s=5) as s:
