@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from . import admin
 from .bus import EventBus
 from .delivery import Dispatcher
 from .directory import JsonUserDirectory, UserDirectory
@@ -58,6 +59,7 @@ def create_app(settings: Settings, *, users: UserDirectory | None = None) -> web
     bus = EventBus()
     log = _event_log(settings)
     users = users or JsonUserDirectory.from_file(settings.users_file)
+    node_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
     gateway = Gateway(settings, users, log, metrics)
     services = Services(Store.load(settings.data_dir), bus)
     fanout: Fanout = gateway.room_host  # type: ignore[assignment]
@@ -66,6 +68,7 @@ def create_app(settings: Settings, *, users: UserDirectory | None = None) -> web
     app = web.Application(client_max_size=settings.max_publish_bytes)  # the publish API reads bodies up to this
     app[BLOCKS] = blocks
     gateway.sio.attach(app)
+    admin.setup(app, gateway.sio, gateway.presence, settings, server_id=node_id)
     api = PublishApi(bus, metrics, settings.api_key, settings.max_publish_bytes, settings.max_publish_batch)
     app.router.add_routes(api.routes())
     app.router.add_get("/healthz", _healthz)
@@ -84,7 +87,7 @@ def create_app(settings: Settings, *, users: UserDirectory | None = None) -> web
         async with AsyncExitStack() as stack:
             await stack.enter_async_context(log)
             if settings.redis_url:
-                await stack.enter_async_context(_cluster(settings, blocks))
+                await stack.enter_async_context(_cluster(settings, blocks, node_id))
             bus.subscribe(Dispatcher(log, blocks.fanout, metrics))
             yield
             await gateway.aclose()
@@ -98,7 +101,7 @@ def create_app(settings: Settings, *, users: UserDirectory | None = None) -> web
 
 
 @asynccontextmanager
-async def _cluster(settings: Settings, blocks: Blocks) -> AsyncIterator[None]:
+async def _cluster(settings: Settings, blocks: Blocks, node_id: str) -> AsyncIterator[None]:
     """Multi-node mode: per-room fan-out and cluster presence over Redis."""
     import redis.asyncio as aioredis
 
@@ -107,7 +110,6 @@ async def _cluster(settings: Settings, blocks: Blocks) -> AsyncIterator[None]:
     from .presence_redis import ClusterPresence
 
     keys = Keys(settings.redis_prefix)
-    node_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
     client = aioredis.from_url(settings.redis_url or "", socket_timeout=5, socket_connect_timeout=2)
     gateway = blocks.gateway
     try:

@@ -13,6 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
+from . import admin
 from .app import create_app
 from .auth import TokenVerifier, mint_token
 from .events import Model
@@ -50,11 +51,20 @@ async def main():
     await c.connect('{url}', namespaces=['/mobile'], auth={{'token': '{token}'}}); await c.wait()
 asyncio.run(main())"
 
-  Publish an event:
+{_admin_line(settings, url)}  Publish an event:
     curl -s -XPOST {url}/api/events -H 'Authorization: Bearer {settings.api_key}' \\
       -H 'content-type: application/json' \\
       -d '{{"event":"notification.created","data":{{"userId":"usr_amira",\\
           "notification":{{"id":"n1","type":"system","title":"Hello","body":"from curl"}}}}}}'
+"""
+
+
+def _admin_line(settings: Settings, url: str) -> str:
+    if not settings.admin:
+        return ""
+    mode = "read-only" if settings.admin_read_only else "read-write"
+    return f"""  Admin UI:  {url}/admin/  ({mode}; user {settings.admin_user}, password BLOCKS_RT_ADMIN_PASSWORD)
+
 """
 
 
@@ -148,6 +158,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     try:
         settings = Settings.from_env()
+        admin.check(settings)
     except ValueError as exc:
         parser.error(str(exc))
     if args.command == "serve":

@@ -59,6 +59,10 @@ class Settings:
     compression: bool = False
     access_log: bool = False
     uvloop: bool = True
+    admin: bool = False
+    admin_user: str = "admin"
+    admin_password: str | None = None
+    admin_read_only: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -71,7 +75,7 @@ class Settings:
         values: dict[str, object] = {}
         text = {"JWT_SECRET": "jwt_secret", "JWT_ISSUER": "jwt_issuer", "JWT_AUDIENCE": "jwt_audience",
                 "API_KEY": "api_key", "REDIS_URL": "redis_url", "REDIS_PREFIX": "redis_prefix", "HOST": "host",
-                "FANOUT": "fanout"}
+                "FANOUT": "fanout", "ADMIN_USER": "admin_user", "ADMIN_PASSWORD": "admin_password"}
         for name, attr in text.items():
             if get(name):
                 values[attr] = get(name)
@@ -109,7 +113,8 @@ class Settings:
                     values[attr] = kind(raw)
                 except ValueError as exc:
                     raise ValueError(f"BLOCKS_RT_{name}={raw!r} is not a valid {kind.__name__}") from exc
-        for name, attr in (("COMPRESSION", "compression"), ("ACCESS_LOG", "access_log"), ("UVLOOP", "uvloop")):
+        for name, attr in (("COMPRESSION", "compression"), ("ACCESS_LOG", "access_log"), ("UVLOOP", "uvloop"),
+                           ("ADMIN", "admin"), ("ADMIN_READ_ONLY", "admin_read_only")):
             if get(name):
                 values[attr] = _bool(str(get(name)))
         if values.get("fanout", "rooms") not in ("rooms", "broadcast"):
