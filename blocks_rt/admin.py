@@ -32,6 +32,7 @@ from aiohttp import web
 from engineio.async_socket import AsyncSocket
 from socketio import AsyncServer
 from socketio.async_admin import InstrumentedAsyncServer
+from socketio.exceptions import ConnectionRefusedError
 
 from .engine.manager import Emit
 from .presence import Presence
@@ -86,12 +87,14 @@ class GatewayAdmin(InstrumentedAsyncServer):  # type: ignore[misc]
         self.sio.eio.cors_allowed_origins = self._origin_allowed
 
     def _authorized(self, auth: Any) -> bool:
-        if not isinstance(auth, dict):
-            return False
+        """The configured user and password, or refused with the message the UI knows (as Node's admin says)."""
+        auth = auth if isinstance(auth, dict) else {}
         user, password = str(auth.get("username", "")).encode(), str(auth.get("password", "")).encode()
         expected_user, expected_password = self._credentials
         # Both compared, always: the time taken says nothing about which one was wrong.
-        return hmac.compare_digest(user, expected_user) & hmac.compare_digest(password, expected_password)
+        if not hmac.compare_digest(user, expected_user) & hmac.compare_digest(password, expected_password):
+            raise ConnectionRefusedError("invalid credentials")
+        return True
 
     def _origin_allowed(self, origin: str | None, environ: dict[str, Any] | None = None) -> bool:
         """The configured origins, and the gateway's own (the UI's page is served by it)."""
@@ -144,14 +147,19 @@ class GatewayAdmin(InstrumentedAsyncServer):  # type: ignore[misc]
             socket["data"] = {"userId": info.user_id}
         return socket
 
-    def _basic_enter_room(self, sid: str, namespace: str, room: Any, eio_sid: str | None = None) -> Any:
+    def _reports_room(self, sid: str, room: Any) -> bool:
         # Rooms joined before the connect is reported travel in its socket_connected; its own room always does.
-        if room == sid or sid not in self.sio.manager._timestamps:
+        # Unwatched, nothing is queued: an admin arriving later gets the rooms in its snapshot, and a stale
+        # room_joined after it would count the socket twice in the UI.
+        return room != sid and sid in self.sio.manager._timestamps and self._watched()
+
+    def _basic_enter_room(self, sid: str, namespace: str, room: Any, eio_sid: str | None = None) -> Any:
+        if not self._reports_room(sid, room):
             return self._enter_room(sid, namespace, room, eio_sid)
         return super()._basic_enter_room(sid, namespace, room, eio_sid)
 
     def _basic_leave_room(self, sid: str, namespace: str, room: Any) -> Any:
-        if room == sid or sid not in self.sio.manager._timestamps:
+        if not self._reports_room(sid, room):
             return self._leave_room(sid, namespace, room)
         return super()._basic_leave_room(sid, namespace, room)
 

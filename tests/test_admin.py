@@ -17,6 +17,7 @@ from socketio.async_admin import InstrumentedAsyncServer
 
 from blocks_rt import admin, cli
 from blocks_rt.app import BLOCKS, create_app
+from blocks_rt.client import ClientError
 from blocks_rt.engine.manager import FastManager
 from blocks_rt.settings import NAMESPACE, Settings
 from blocks_rt.testing.lab import Lab, lab_settings
@@ -149,7 +150,7 @@ def test_every_icon_the_ui_names_is_in_the_vendored_icon_font() -> None:
 async def test_the_admin_needs_its_credentials(make_lab: MakeLab, admin_client: AdminClient) -> None:
     lab = await make_lab(**ADMIN_ON)
     for user, password in (("admin", "wrong password here"), ("root", PASSWORD), ("admin", "")):
-        with pytest.raises(socketio.exceptions.ConnectionError):
+        with pytest.raises(socketio.exceptions.ConnectionError):  # the UI shows "Invalid credentials" (test_browser)
             await admin_client.connect(lab, password=password, user=user)
     assert lab.blocks.gateway.sio.manager._timestamps == {}  # refused sockets are not remembered
 
@@ -192,7 +193,7 @@ async def test_the_admin_sees_connects_rooms_and_events_live(make_lab: MakeLab, 
     sent = await admin_client.wait_for("event_sent", lambda a: a[2][0] == "notification:new")
     assert sent[:2] == (NAMESPACE, socket_["id"]) and sent[2][1]["stream"] == "user:usr_chloe"
 
-    with pytest.raises(Exception):  # a refused connect is never reported as a socket
+    with pytest.raises(ClientError):  # a refused connect is never reported as a socket
         await lab.client("usr_dev", token="not-a-token")
     await chloe.disconnect()
     await admin_client.wait_for("socket_disconnected", lambda a: a[:2] == (NAMESPACE, socket_["id"]))
@@ -214,7 +215,7 @@ async def test_read_only_ignores_admin_actions_read_write_performs_them(make_lab
             assert await ben.ping()  # the connection still answers after the ignored action
             assert ben.state == "connected"
         else:
-            await watcher.wait_for("socket_disconnected", lambda a: a[1] == sid)
+            await watcher.wait_for("socket_disconnected", lambda a, sid=sid: a[1] == sid)
         await watcher.sio.disconnect()
 
 
