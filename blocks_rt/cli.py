@@ -9,6 +9,7 @@ import logging
 import secrets
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -148,11 +149,22 @@ def main(argv: Sequence[str] | None = None) -> None:
     p_token.add_argument("--ttl", type=float, default=3600, help="seconds (default 3600)")
     sub.add_parser("demo", help="run a scripted story and print what each user receives")
     from . import contract
-    contract.add_parser(sub)
+    p_site = contract.add_parser(sub).add_parser(
+        "site", help="the spec notebooks, with their stored outputs, as a static HTML site (blocks_rt.site)")
+    p_site.add_argument("out_dir", type=Path)
+    p_site.add_argument("--notebooks", type=Path, default=Path("notebooks"), help="default: notebooks/")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "demo":
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    if args.command == "spec" and args.kind == "site":
+        try:
+            from . import site
+        except ModuleNotFoundError as exc:  # nbconvert comes with the notebooks extra
+            parser.error(f"{exc.name} is missing: pip install 'blocks-rt[notebooks]'")
+        pages = site.build(args.notebooks, args.out_dir)
+        print(f"wrote {len(pages)} pages; open {pages[0].resolve().as_uri()}", file=sys.stderr)
+        return
     if args.command == "spec":  # the contract comes from the models alone: no settings needed
         contract.run(args)
         return
