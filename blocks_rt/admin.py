@@ -11,6 +11,7 @@ Upstream assumes the stock client manager and engine sockets; blocks-rt replaced
 - a socket is reported once its connect handler accepted it, with its user id and rooms (upstream reports it
   before authentication, and never forgets one that was refused);
 - each socket's own room is reported as in stock python-socketio (the fast manager keeps none);
+- users' credentials are redacted (the `Authorization` header of the handshake, the token of `auth:refresh`);
 - with no admin connected nothing is reported (the upstream wrappers still build every report);
 - the engine-wide patches of python-engineio's `AsyncSocket` (packet and byte counts) are undone: they wrap
   a class shared by every server of the process, and the lean sockets write past them anyway; the UI's
@@ -41,6 +42,9 @@ from .settings import Settings
 UI_DIR = Path(__file__).resolve().parent / "admin_ui"
 NAMESPACE = "/admin"
 MIN_PASSWORD_CHARS = 12
+# Credentials an admin never sees: a user's bearer token (header, auth:refresh) is a session, not telemetry.
+SECRET_HEADERS = frozenset({"authorization", "cookie", "proxy_authorization"})
+REDACTED = "[redacted]"
 # What python-socketio's instrumentation replaces on python-engineio's socket class, for every server.
 _ENGINE_WIDE_PATCHES = ("handle_post_request", "_websocket_handler", "_send_ping")
 
@@ -55,6 +59,10 @@ def check(settings: Settings) -> None:
         raise ValueError(f"BLOCKS_RT_ADMIN_PASSWORD must have at least {MIN_PASSWORD_CHARS} characters")
     if not settings.admin_user:
         raise ValueError("BLOCKS_RT_ADMIN_USER must not be empty")
+
+
+def _redacted(arg: Any) -> Any:
+    return {k: REDACTED if k == "token" else v for k, v in arg.items()} if isinstance(arg, dict) else arg
 
 
 class GatewayAdmin(InstrumentedAsyncServer):  # type: ignore[misc]
@@ -124,8 +132,8 @@ class GatewayAdmin(InstrumentedAsyncServer):  # type: ignore[misc]
                     await self.sio.emit("socket_disconnected", (namespace, sid, args[1], self._now()),
                                         namespace=NAMESPACE)
             elif self._watched():
-                await self.sio.emit("event_received", (namespace, sid, (event, *args[1:]), self._now()),
-                                    namespace=NAMESPACE)
+                received = (event, *(_redacted(arg) for arg in args[1:]))
+                await self.sio.emit("event_received", (namespace, sid, received, self._now()), namespace=NAMESPACE)
             return await self._trigger(event, namespace, *args)
         t = time.time()
         accepted = await self._trigger(event, namespace, *args)  # raises ConnectionRefusedError when refused
@@ -141,6 +149,8 @@ class GatewayAdmin(InstrumentedAsyncServer):  # type: ignore[misc]
 
     def serialize_socket(self, sid: str, namespace: str, eio_sid: str | None = None) -> dict[str, Any]:
         socket: dict[str, Any] = super().serialize_socket(sid, namespace, eio_sid)
+        headers = socket["handshake"]["headers"]
+        socket["handshake"]["headers"] = {k: REDACTED if k in SECRET_HEADERS else v for k, v in headers.items()}
         socket["rooms"] = [sid, *socket["rooms"]]
         info = self._presence.get(sid) if namespace != NAMESPACE else None
         if info is not None:

@@ -187,6 +187,9 @@ async def test_the_admin_sees_connects_rooms_and_events_live(make_lab: MakeLab, 
     await chloe.subscribe_property("prop_oasis")
     await admin_client.wait_for("room_joined", lambda a: a[:3] == (NAMESPACE, "property:prop_oasis", socket_["id"]))
     await admin_client.wait_for("event_received", lambda a: a[2][0] == "subscribe:property")
+    await chloe.refresh(lab.token("usr_chloe"))
+    refresh = await admin_client.wait_for("event_received", lambda a: a[2][0] == "auth:refresh")
+    assert refresh[2][1] == {"token": "[redacted]"}
 
     status, _ = await lab.publish(envelope("notification.created", user="usr_chloe"))
     assert status == 202
@@ -200,6 +203,17 @@ async def test_the_admin_sees_connects_rooms_and_events_live(make_lab: MakeLab, 
     connected = [a[0]["id"] for name, a in admin_client.events if name == "socket_connected" and a[0]["nsp"] == NAMESPACE]
     assert connected == [socket_["id"]]
     assert lab.blocks.gateway.sio.manager._timestamps.keys() == {admin_client.sio.get_sid(admin.NAMESPACE)}
+
+
+async def test_an_admin_never_sees_a_users_token(make_lab: MakeLab, admin_client: AdminClient) -> None:
+    lab = await make_lab(**ADMIN_ON)
+    token = lab.token("usr_ben")
+    await lab.client("usr_ben", token=token, headers={"Authorization": f"Bearer {token}"})
+    await admin_client.connect(lab)
+    (sockets,) = await admin_client.wait_for("all_sockets")
+    (ben,) = [s for s in sockets if s["nsp"] == NAMESPACE]
+    assert ben["handshake"]["headers"]["authorization"] == "[redacted]"
+    assert token not in str(admin_client.events)
 
 
 async def test_read_only_ignores_admin_actions_read_write_performs_them(make_lab: MakeLab) -> None:
