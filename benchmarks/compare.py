@@ -15,7 +15,8 @@ events as fast as they drain) and targeted steady state (targeted_paced at 2,000
 `--strict` payloads and BLOCKS_RT_EVENT_RATE=0, so delivery is measured, not the rate limit.
 
 `blocks-rt+admin` is blocks-rt with the Admin UI's instrumentation on (BLOCKS_RT_ADMIN=true, nobody
-watching): its "vs" column is the admin's cost (> 1.0: blocks-rt without it is better by that factor).
+watching), `blocks-rt+admin-watched` the same with one admin logged in: their "vs" columns are the admin's
+cost (> 1.0: blocks-rt without it is better by that factor).
 
 Prints the table of medians and the ratios that the targets are about; writes JSON and CSV next to the raw
 JSONL under benchmarks/results/<time>/. Nothing here asserts on time.
@@ -43,9 +44,11 @@ SERVERS = {
     # The Admin UI's instrumentation on, nobody watching (what a gateway pays for having it available).
     "blocks-rt+admin": {"cmd": "env BLOCKS_RT_ADMIN=true BLOCKS_RT_ADMIN_PASSWORD=benchmark-admin-password "
                                f"{ROOT}/benchmarks/serve-contract.sh", "strict": True},
+    # ... and one admin watching, as when someone has the UI open (benchmarks/admin_watcher.py).
+    "blocks-rt+admin-watched": {"cmd": f"{ROOT}/benchmarks/serve-admin-watched.sh", "strict": True},
 }
 DEFAULT_SERVERS = ["blocks-rt", "node-ref", "py-ref"]
-REFERENCES = ("node-ref", "py-ref", "blocks-rt+admin")
+REFERENCES = ("node-ref", "py-ref", "blocks-rt+admin", "blocks-rt+admin-watched")
 SCENARIOS = ["connect_1000", "connect_3000", "fanout_max", "fanout_paced", "targeted_max", "targeted_paced"]
 METRICS = [  # (scenario, metric path in the kit's summary, label, lower is better)
     ("connect_1000", "connect_rate_per_s", "connects/s (1000)", False),
