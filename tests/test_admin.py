@@ -105,6 +105,12 @@ def test_serve_with_the_admin_on_and_no_password_is_a_clear_error(monkeypatch: p
     assert "BLOCKS_RT_ADMIN=true needs BLOCKS_RT_ADMIN_PASSWORD" in capsys.readouterr().err
 
 
+def test_serve_prints_the_admin_url_when_it_is_on() -> None:
+    on = Settings(api_key="k", admin=True, admin_password=PASSWORD)
+    assert "Admin UI:  http://127.0.0.1:3000/admin/  (read-only; user admin" in cli._snippet(on, "0.0.0.0", 3000, "t")
+    assert "Admin UI" not in cli._snippet(Settings(api_key="k"), "127.0.0.1", 3000, "t")
+
+
 def test_settings_read_the_admin_variables() -> None:
     settings = Settings.from_env({"BLOCKS_RT_ADMIN": "true", "BLOCKS_RT_ADMIN_USER": "ops",
                                   "BLOCKS_RT_ADMIN_PASSWORD": PASSWORD, "BLOCKS_RT_ADMIN_READ_ONLY": "false"})
