@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, Page, Request, async_playwright, expect
+from playwright.async_api import Browser, Page, Request, Route, async_playwright, expect
 from samples import envelope
 
 from blocks_rt import site
@@ -55,12 +55,12 @@ async def page_of(browser: Browser, allowed: tuple[str, ...]) -> tuple[Page, lis
     page = await browser.new_page(viewport={"width": 1400, "height": 900})
     outside: list[str] = []
 
-    async def guard(route: object, request: Request) -> None:
+    async def guard(route: Route, request: Request) -> None:
         if request.url.startswith(allowed):
-            await route.continue_()  # type: ignore[attr-defined]
+            await route.continue_()
         else:
             outside.append(request.url)
-            await route.abort()  # type: ignore[attr-defined]
+            await route.abort()
 
     await page.route("**/*", guard)
     return page, outside
