@@ -211,6 +211,23 @@ async def test_the_admin_sees_connects_rooms_and_events_live(make_lab: MakeLab, 
     assert lab.blocks.gateway.sio.manager._timestamps.keys() == {admin_client.sio.get_sid(admin.NAMESPACE)}
 
 
+async def test_event_reports_are_capped_per_second(make_lab: MakeLab, admin_client: AdminClient,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(admin, "EVENT_REPORTS_PER_S", 5)
+    lab = await make_lab(**ADMIN_ON, event_rate=0)
+    clients = [await lab.client(user) for user in ("usr_amira", "usr_ben", "usr_chloe")]
+    await admin_client.connect(lab)
+    await admin_client.wait_for("all_sockets")
+    status, _ = await lab.publish([envelope("announcement.published", ident=str(n)) for n in range(10)])
+    assert status == 202
+    for client in clients:  # 30 deliveries
+        await client.wait_for("announcement:new", lambda p: p["announcement"]["id"] == "ann_9")
+    await lab.client("usr_dev")  # a fence: reports reach the admin in order, and connects are never capped
+    await admin_client.wait_for("socket_connected", lambda a: a[0]["data"] == {"userId": "usr_dev"})
+    sent = [a for name, a in admin_client.events if name == "event_sent" and a[2][0] == "announcement:new"]
+    assert 5 <= len(sent) <= 10  # one budget, or two if the second turned meanwhile
+
+
 async def test_an_admin_never_sees_a_users_token(make_lab: MakeLab, admin_client: AdminClient) -> None:
     lab = await make_lab(**ADMIN_ON)
     token = lab.token("usr_ben")
