@@ -1,6 +1,6 @@
 """Side by side, in one run: blocks-rt against the Node.js Socket.IO reference and bare python-socketio.
 
-    .venv/bin/python benchmarks/compare.py [--rounds 3] [--servers blocks-rt node-ref py-ref]
+    .venv/bin/python benchmarks/compare.py [--rounds 3] [--servers blocks-rt node-ref py-ref blocks-rt+admin]
                                            [--scenarios connect_1000 connect_3000 fanout_max ...]
 
 Uses the perf kit of ../shared/perf (copied to .perf-kit/, git-ignored, `npm ci` on first use) and its load
@@ -13,6 +13,10 @@ Scenarios (the kit's names): connect storm (connect_1000, connect_3000: connects
 property fan-out (fanout_max, fanout_paced at 10,000 deliveries/s), reward day (targeted_max: 20,000 per-user
 events as fast as they drain) and targeted steady state (targeted_paced at 2,000 events/s). blocks-rt runs with
 `--strict` payloads and BLOCKS_RT_EVENT_RATE=0, so delivery is measured, not the rate limit.
+
+`blocks-rt+admin` is blocks-rt with the Admin UI's instrumentation on (BLOCKS_RT_ADMIN=true, nobody
+watching), `blocks-rt+admin-watched` the same with one admin logged in: their "vs" columns are the admin's
+cost (> 1.0: blocks-rt without it is better by that factor).
 
 Prints the table of medians and the ratios that the targets are about; writes JSON and CSV next to the raw
 JSONL under benchmarks/results/<time>/. Nothing here asserts on time.
@@ -37,7 +41,14 @@ SERVERS = {
     "blocks-rt": {"cmd": f"{ROOT}/benchmarks/serve-contract.sh", "strict": True},
     "node-ref": {"cmd": "node node-ref/server.js", "strict": False},
     "py-ref": {"cmd": f"{ROOT}/.venv/bin/python py-ref/server.py", "strict": False},
+    # The Admin UI's instrumentation on, nobody watching (what a gateway pays for having it available).
+    "blocks-rt+admin": {"cmd": "env BLOCKS_RT_ADMIN=true BLOCKS_RT_ADMIN_PASSWORD=benchmark-admin-password "
+                               f"{ROOT}/benchmarks/serve-contract.sh", "strict": True},
+    # ... and one admin watching, as when someone has the UI open (benchmarks/admin_watcher.py).
+    "blocks-rt+admin-watched": {"cmd": f"{ROOT}/benchmarks/serve-admin-watched.sh", "strict": True},
 }
+DEFAULT_SERVERS = ["blocks-rt", "node-ref", "py-ref"]
+REFERENCES = ("node-ref", "py-ref", "blocks-rt+admin", "blocks-rt+admin-watched")
 SCENARIOS = ["connect_1000", "connect_3000", "fanout_max", "fanout_paced", "targeted_max", "targeted_paced"]
 METRICS = [  # (scenario, metric path in the kit's summary, label, lower is better)
     ("connect_1000", "connect_rate_per_s", "connects/s (1000)", False),
@@ -106,7 +117,7 @@ def pick(rows: list[dict[str, Any]], label: str, scenario: str, metric: str) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--servers", nargs="+", default=list(SERVERS), choices=list(SERVERS))
+    parser.add_argument("--servers", nargs="+", default=DEFAULT_SERVERS, choices=list(SERVERS))
     parser.add_argument("--scenarios", nargs="+", default=SCENARIOS, choices=SCENARIOS)
     args = parser.parse_args()
     ensure_kit()
@@ -128,13 +139,13 @@ def main() -> None:
         values = {name: pick(rows, name, scenario, metric) for name in args.servers}
         line: dict[str, Any] = {"metric": label, **values}
         ours = values.get("blocks-rt")
-        for ref in ("node-ref", "py-ref"):
+        for ref in REFERENCES:
             theirs = values.get(ref)
             if ours and theirs:
                 # > 1.0 means blocks-rt is better, whichever way the metric points
                 line[f"vs {ref}"] = round(theirs / ours if lower_better else ours / theirs, 2)
         table.append(line)
-    columns = ["metric", *args.servers, *[f"vs {r}" for r in ("node-ref", "py-ref") if r in args.servers]]
+    columns = ["metric", *args.servers, *[f"vs {r}" for r in REFERENCES if r in args.servers]]
     with (outdir / "table.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()

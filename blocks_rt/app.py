@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
 
+from . import admin
 from .bus import EventBus
 from .delivery import Dispatcher, LocalDelivery
 from .directory import JsonUserDirectory, UserDirectory
@@ -80,7 +81,7 @@ def _local(delivery: LocalDelivery, presence: Presence) -> Backends:
     return Backends(LocalFanout(delivery.deliver), LocalClusterPresence(presence), [])
 
 
-def _redis(event_log: EventLog, delivery: LocalDelivery, metrics: Metrics) -> Backends:
+def _redis(event_log: EventLog, delivery: LocalDelivery, metrics: Metrics, node_id: str) -> Backends:
     """Multi-node mode: per-room fan-out and cluster presence over the log's Redis (one server or a cluster)."""
     from .eventlog_redis import RedisEventLog
     from .fanout_redis import RedisFanout
@@ -88,7 +89,6 @@ def _redis(event_log: EventLog, delivery: LocalDelivery, metrics: Metrics) -> Ba
 
     if not isinstance(event_log, RedisEventLog):
         raise TypeError("multi-node mode needs the Redis event log")
-    node_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
     fanout = RedisFanout(event_log, delivery.deliver, metrics, on_gap=delivery.resync_room)
     cluster = RedisClusterPresence(event_log.shards, event_log.keys, node_id)
     return Backends(fanout, cluster, [fanout, cluster])
@@ -109,10 +109,11 @@ def create_app(settings: Settings, *, users: UserDirectory | None = None) -> web
     bus = EventBus()
     event_log = _event_log(settings)
     users = users or JsonUserDirectory.from_file(settings.users_file)
+    node_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
     sio = socketio_server(settings)
     delivery = LocalDelivery(sio.manager, event_log, metrics, settings.event_rate)
     presence = Presence()
-    backends = _redis(event_log, delivery, metrics) if settings.redis_url else _local(delivery, presence)
+    backends = _redis(event_log, delivery, metrics, node_id) if settings.redis_url else _local(delivery, presence)
     gateway = Gateway(settings, users, metrics, sio=sio, delivery=delivery, event_log=event_log,
                       room_host=backends.fanout, presence=presence, cluster=backends.cluster)
     services = Services(Store.load(settings.data_dir), bus)
@@ -121,6 +122,7 @@ def create_app(settings: Settings, *, users: UserDirectory | None = None) -> web
     app = web.Application(client_max_size=settings.max_publish_bytes)  # the publish API reads bodies up to this
     app[BLOCKS] = blocks
     sio.attach(app)
+    admin.setup(app, sio, presence, settings, server_id=node_id)
     api = PublishApi(metrics, settings.api_key, settings.max_publish_bytes, settings.max_publish_batch)
     app.router.add_routes(api.routes())
     app.router.add_get("/healthz", _healthz)

@@ -10,10 +10,12 @@ import logging
 import secrets
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
+from . import admin
 from .app import create_app
 from .auth import TokenVerifier, mint_token
 from .events import Model
@@ -51,11 +53,20 @@ async def main():
     await c.connect('{url}', namespaces=['/mobile'], auth={{'token': '{token}'}}); await c.wait()
 asyncio.run(main())"
 
-  Publish an event:
+{_admin_line(settings, url)}  Publish an event:
     curl -s -XPOST {url}/api/events -H 'Authorization: Bearer {settings.api_key}' \\
       -H 'content-type: application/json' \\
       -d '{{"event":"notification.created","data":{{"userId":"usr_amira",\\
           "notification":{{"id":"n1","type":"system","title":"Hello","body":"from curl"}}}}}}'
+"""
+
+
+def _admin_line(settings: Settings, url: str) -> str:
+    if not settings.admin:
+        return ""
+    mode = "read-only" if settings.admin_read_only else "read-write"
+    return f"""  Admin UI:  {url}/admin/  ({mode}; user {settings.admin_user}, password BLOCKS_RT_ADMIN_PASSWORD)
+
 """
 
 
@@ -142,16 +153,28 @@ def main(argv: Sequence[str] | None = None) -> None:
     p_outbox.add_argument("action", choices=["init"], help="init: create the table (safe to run again)")
     p_outbox.add_argument("--dsn", help="default: BLOCKS_RT_OUTBOX_DSN")
     from . import contract
-    contract.add_parser(sub)
+    p_site = contract.add_parser(sub).add_parser(
+        "site", help="the spec notebooks, with their stored outputs, as a static HTML site (blocks_rt.site)")
+    p_site.add_argument("out_dir", type=Path)
+    p_site.add_argument("--notebooks", type=Path, default=Path("notebooks"), help="default: notebooks/")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "demo":
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    if args.command == "spec" and args.kind == "site":
+        try:
+            from . import site
+        except ModuleNotFoundError as exc:  # nbconvert comes with the notebooks extra
+            parser.error(f"{exc.name} is missing: pip install 'blocks-rt[notebooks]'")
+        pages = site.build(args.notebooks, args.out_dir)
+        print(f"wrote {len(pages)} pages; open {pages[0].resolve().as_uri()}", file=sys.stderr)
+        return
     if args.command == "spec":  # the contract comes from the models alone: no settings needed
         contract.run(args)
         return
     try:
         settings = Settings.from_env()
+        admin.check(settings)
     except ValueError as exc:
         parser.error(str(exc))
     if args.command == "serve":

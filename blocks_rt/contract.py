@@ -433,7 +433,8 @@ def write(files: Mapping[str, str], directory: Path) -> None:
         target.write_text(text, encoding="utf-8")
 
 
-def add_parser(subparsers: Any) -> None:
+def add_parser(subparsers: Any) -> Any:
+    """The `spec` command and its kinds (returned: other modules add theirs)."""
     p = subparsers.add_parser("spec", help="generate the event contract (AsyncAPI, JSON Schema, TypeScript)")
     kinds = p.add_subparsers(dest="kind", required=True)
     kinds.add_parser("asyncapi", help="AsyncAPI 3.0 YAML (standard output or -o FILE)").add_argument("-o", "--output")
@@ -443,6 +444,7 @@ def add_parser(subparsers: Any) -> None:
         "-o", "--output", default="spec/schemas")
     kinds.add_parser("all", help="everything into -o DIR (spec/ of this repository)").add_argument(
         "-o", "--output", default="spec")
+    return kinds
 
 
 def run(args: argparse.Namespace) -> None:

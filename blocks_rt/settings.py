@@ -99,6 +99,10 @@ class Settings:
     outbox_poll_s: PositiveSeconds = 1.0  # polling fallback when no NOTIFY arrives
     outbox_batch: AtLeastOne = 500
     outbox_retention_s: PositiveSeconds = 7 * 24 * 3600  # published rows are pruned after this
+    admin: bool = False  # the Socket.IO Admin UI at /admin/ (needs admin_password)
+    admin_user: str = "admin"
+    admin_password: str | None = None
+    admin_read_only: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

@@ -1,0 +1,230 @@
+"""The Socket.IO Admin UI on the gateway: python-socketio's instrumentation, fitted to blocks-rt's engine.
+
+`BLOCKS_RT_ADMIN=true` instruments the server as `AsyncServer.instrument()` does (the `/admin` namespace,
+read-only unless `BLOCKS_RT_ADMIN_READ_ONLY=false`, the node id as server id) and serves the vendored UI
+(`admin_ui/`) at `/admin/`. Off, nothing is instrumented and nothing is served.
+
+Upstream assumes the stock client manager and engine sockets; blocks-rt replaced both, so `GatewayAdmin`
+(a subclass of upstream's `InstrumentedAsyncServer`) keeps its reports true:
+- events fanned out through `FastManager.emit_many` (every delivery) are reported as the events of the stock
+  `emit`, one report per recipient;
+- a socket is reported once its connect handler accepted it, with its user id and rooms (upstream reports it
+  before authentication, and never forgets one that was refused);
+- each socket's own room is reported as in stock python-socketio (the fast manager keeps none);
+- users' credentials are redacted (the `Authorization` header of the handshake, the token of `auth:refresh`);
+- with no admin connected nothing is reported (the upstream wrappers still build every report), and at most
+  `EVENT_REPORTS_PER_S` events a second are (sockets, rooms and stats always are);
+- the engine-wide patches of python-engineio's `AsyncSocket` (packet and byte counts) are undone: they wrap
+  a class shared by every server of the process, and the lean sockets write past them anyway; the UI's
+  throughput chart counts connections and long-polling responses only.
+It also lets the UI's page, served by the gateway, through the CORS check (same origin), and dispatches the
+admin namespace's events that `GatewayServer` would refuse as unknown client events.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from engineio.async_socket import AsyncSocket
+from socketio import AsyncServer
+from socketio.async_admin import InstrumentedAsyncServer
+from socketio.exceptions import ConnectionRefusedError
+
+from .engine.manager import Emit
+from .presence import Presence
+from .settings import Settings
+
+UI_DIR = Path(__file__).resolve().parent / "admin_ui"
+NAMESPACE = "/admin"
+MIN_PASSWORD_CHARS = 12
+# Events reported to admins per second and node, at most: the UI is read by people, and a report per delivery
+# costs more than the delivery (uncapped, a watched fan-out fell from about 180,000 to 12,000 deliveries/s).
+EVENT_REPORTS_PER_S = 1000
+# Credentials an admin never sees: a user's bearer token (header, auth:refresh) is a session, not telemetry.
+SECRET_HEADERS = frozenset({"authorization", "cookie", "proxy_authorization"})
+REDACTED = "[redacted]"
+# What python-socketio's instrumentation replaces on python-engineio's socket class, for every server.
+_ENGINE_WIDE_PATCHES = ("handle_post_request", "_websocket_handler", "_send_ping")
+
+
+def check(settings: Settings) -> None:
+    """Refuse an admin that would be open: on, it needs a user and a password of at least 12 characters."""
+    if not settings.admin:
+        return
+    if not settings.admin_password:
+        raise ValueError("BLOCKS_RT_ADMIN=true needs BLOCKS_RT_ADMIN_PASSWORD: the admin UI is never open")
+    if len(settings.admin_password) < MIN_PASSWORD_CHARS:
+        raise ValueError(f"BLOCKS_RT_ADMIN_PASSWORD must have at least {MIN_PASSWORD_CHARS} characters")
+    if not settings.admin_user:
+        raise ValueError("BLOCKS_RT_ADMIN_USER must not be empty")
+
+
+def _redacted(arg: Any) -> Any:
+    return {k: REDACTED if k == "token" else v for k, v in arg.items()} if isinstance(arg, dict) else arg
+
+
+class GatewayAdmin(InstrumentedAsyncServer):  # type: ignore[misc]
+    """python-socketio's admin instrumentation over blocks-rt's fast manager and lean sockets."""
+
+    def __init__(self, sio: AsyncServer, presence: Presence, *, user: str, password: str, read_only: bool,
+                 server_id: str) -> None:
+        self._presence = presence
+        self._credentials = (user.encode(), password.encode())
+        self._reports_left, self._reports_since = EVENT_REPORTS_PER_S, 0.0
+        sio.namespaces = [*sio.namespaces, NAMESPACE]  # GatewayServer refuses namespaces it was not given
+        super().__init__(sio, auth=self._authorized, namespace=NAMESPACE, read_only=read_only,
+                         server_id=server_id, mode="development")
+
+    def instrument(self) -> None:
+        engine_wide = {name: AsyncSocket.__dict__[name] for name in _ENGINE_WIDE_PATCHES}
+        super().instrument()
+        for name, original in engine_wide.items():
+            setattr(AsyncSocket, name, original)
+        manager = self.sio.manager
+        self._emit_many = manager.emit_many
+        manager.emit_many = self._report_emit_many
+        # Upstream names its saved originals with double underscores (mangled to this class's base name).
+        self._trigger = self.sio._InstrumentedAsyncServer__trigger_event
+        self._emit_one = manager._InstrumentedAsyncServer__emit
+        self._enter_room = manager._InstrumentedAsyncServer__basic_enter_room
+        self._leave_room = manager._InstrumentedAsyncServer__basic_leave_room
+        self._handle_gateway_event = self.sio._handle_event
+        self.sio._handle_event = self._handle_event
+        self._allowed_origin = self.sio.eio.cors_allowed_origins
+        self.sio.eio.cors_allowed_origins = self._origin_allowed
+
+    def _authorized(self, auth: Any) -> bool:
+        """The configured user and password, or refused with the message the UI knows (as Node's admin says)."""
+        auth = auth if isinstance(auth, dict) else {}
+        user, password = str(auth.get("username", "")).encode(), str(auth.get("password", "")).encode()
+        expected_user, expected_password = self._credentials
+        # Both compared, always: the time taken says nothing about which one was wrong.
+        if not hmac.compare_digest(user, expected_user) & hmac.compare_digest(password, expected_password):
+            raise ConnectionRefusedError("invalid credentials")
+        return True
+
+    def _origin_allowed(self, origin: str | None, environ: dict[str, Any] | None = None) -> bool:
+        """The configured origins, and the gateway's own (the UI's page is served by it)."""
+        if environ is not None and origin == f"{environ.get('wsgi.url_scheme')}://{environ.get('HTTP_HOST')}":
+            return True
+        return bool(self._allowed_origin(origin, environ))
+
+    async def _handle_event(self, eio_sid: str, namespace: str | None, id: int | None, data: list[Any]) -> None:
+        if namespace == NAMESPACE:  # emit/join/leave/_disconnect when not read-only; dropped otherwise
+            await AsyncServer._handle_event(self.sio, eio_sid, namespace, id, data)
+        else:
+            await self._handle_gateway_event(eio_sid, namespace, id, data)
+
+    def _watched(self) -> bool:
+        return bool(self.sio.manager.rooms.get(NAMESPACE, {}).get(None))
+
+    def _report_budget(self) -> int:
+        """Event reports left in this second (those over it are not sent)."""
+        now = time.monotonic()
+        if now - self._reports_since >= 1.0:
+            self._reports_left, self._reports_since = EVENT_REPORTS_PER_S, now
+        return self._reports_left
+
+    @staticmethod
+    def _now(t: float | None = None) -> str:
+        return datetime.fromtimestamp(time.time() if t is None else t, UTC).isoformat()
+
+    async def _trigger_event(self, event: str, namespace: str, *args: Any) -> Any:
+        sid = args[0]
+        if event != "connect":
+            if event == "disconnect":
+                self.sio.manager._timestamps.pop(sid, None)
+                if self._watched():
+                    await self.sio.emit("socket_disconnected", (namespace, sid, args[1], self._now()),
+                                        namespace=NAMESPACE)
+            elif self._watched() and self._report_budget():
+                self._reports_left -= 1
+                received = (event, *(_redacted(arg) for arg in args[1:]))
+                await self.sio.emit("event_received", (namespace, sid, received, self._now()), namespace=NAMESPACE)
+            return await self._trigger(event, namespace, *args)
+        t = time.time()
+        accepted = await self._trigger(event, namespace, *args)  # raises ConnectionRefusedError when refused
+        if accepted is not False:
+            self.sio.manager._timestamps[sid] = t
+            if self._watched():
+                eio_sid = self.sio.manager.eio_sid_from_sid(sid, namespace)
+                await self.sio.emit("socket_connected", (self.serialize_socket(sid, namespace, eio_sid), self._now(t)),
+                                    namespace=NAMESPACE)
+                if not self.sio.eio._get_socket(eio_sid).upgraded:  # report the websocket upgrade when it comes
+                    self.sio.start_background_task(self._check_for_upgrade, eio_sid, sid, namespace)
+        return accepted
+
+    def serialize_socket(self, sid: str, namespace: str, eio_sid: str | None = None) -> dict[str, Any]:
+        socket: dict[str, Any] = super().serialize_socket(sid, namespace, eio_sid)
+        headers = socket["handshake"]["headers"]
+        socket["handshake"]["headers"] = {k: REDACTED if k in SECRET_HEADERS else v for k, v in headers.items()}
+        socket["rooms"] = [sid, *socket["rooms"]]
+        info = self._presence.get(sid) if namespace != NAMESPACE else None
+        if info is not None:
+            socket["data"] = {"userId": info.user_id}
+        return socket
+
+    def _reports_room(self, sid: str, room: Any) -> bool:
+        # Rooms joined before the connect is reported travel in its socket_connected; its own room always does.
+        # Unwatched, nothing is queued: an admin arriving later gets the rooms in its snapshot, and a stale
+        # room_joined after it would count the socket twice in the UI.
+        return room != sid and sid in self.sio.manager._timestamps and self._watched()
+
+    def _basic_enter_room(self, sid: str, namespace: str, room: Any, eio_sid: str | None = None) -> Any:
+        if not self._reports_room(sid, room):
+            return self._enter_room(sid, namespace, room, eio_sid)
+        return super()._basic_enter_room(sid, namespace, room, eio_sid)
+
+    def _basic_leave_room(self, sid: str, namespace: str, room: Any) -> Any:
+        if not self._reports_room(sid, room):
+            return self._leave_room(sid, namespace, room)
+        return super()._basic_leave_room(sid, namespace, room)
+
+    async def _emit(self, event: str, data: Any, namespace: str, room: Any = None, skip_sid: Any = None,
+                    callback: Any = None, **kwargs: Any) -> Any:
+        # What the fast manager sends goes through emit_many, reported there, once.
+        return await self._emit_one(event, data, namespace, room=room, skip_sid=skip_sid, callback=callback,
+                                    **kwargs)
+
+    async def _report_emit_many(self, namespace: str, emits: Sequence[Emit]) -> None:
+        await self._emit_many(namespace, emits)
+        if namespace == NAMESPACE or not self._watched() or not self._report_budget():
+            return
+        manager = self.sio.manager
+        recipients = ((sid, event, data) for event, data, room, skip in emits
+                      for sid, _ in manager.get_participants(namespace, room) if sid not in skip)
+        reports = list(islice(recipients, self._reports_left))
+        self._reports_left -= len(reports)
+        now = self._now()
+        for sid, event, data in reports:  # several arguments: python-socketio's own emit path, one per recipient
+            await self.sio.emit("event_sent", (namespace, sid, [event, data], now), namespace=NAMESPACE)
+
+def setup(app: web.Application, sio: AsyncServer, presence: Presence, settings: Settings, server_id: str) -> None:
+    """Instrument `sio` and serve the UI at /admin/ if the admin is on (see `check`)."""
+    check(settings)
+    if not settings.admin:
+        return
+    admin = GatewayAdmin(sio, presence, user=settings.admin_user, password=settings.admin_password or "",
+                         read_only=settings.admin_read_only, server_id=server_id)
+
+    async def index(request: web.Request) -> web.FileResponse:
+        return web.FileResponse(UI_DIR / "index.html")
+
+    async def to_index(request: web.Request) -> web.Response:
+        raise web.HTTPFound("/admin/")
+
+    app.router.add_get("/admin", to_index)
+    app.router.add_get("/admin/", index)
+    app.router.add_static("/admin/", UI_DIR)
+
+    async def stop_stats(app: web.Application) -> None:
+        await admin.shutdown()
+
+    app.on_shutdown.append(stop_stats)
