@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
 
-from . import admin
 from .bus import EventBus
 from .delivery import Dispatcher, LocalDelivery
 from .directory import JsonUserDirectory, UserDirectory
+from .engine import admin
 from .eventlog import EventLog, MemoryEventLog
 from .fanout import Fanout, LocalFanout, RoomHost
 from .gateway import Gateway, socketio_server

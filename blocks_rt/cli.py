@@ -15,9 +15,9 @@ from typing import Any
 
 from aiohttp import web
 
-from . import admin
 from .app import create_app
 from .auth import TokenVerifier, mint_token
+from .engine import admin
 from .events import Model
 from .settings import Settings
 

@@ -1,4 +1,4 @@
-"""The Socket.IO Admin UI on the gateway (admin.py): off by default, never open, true to blocks-rt's engine."""
+"""The Socket.IO Admin UI on the gateway (engine/admin.py): off by default, never open, true to blocks-rt's engine."""
 
 from __future__ import annotations
 
@@ -11,14 +11,12 @@ from typing import Any
 import aiohttp
 import pytest
 import socketio
-from engineio.async_socket import AsyncSocket
 from samples import envelope
-from socketio.async_admin import InstrumentedAsyncServer
 
-from blocks_rt import admin, cli
-from blocks_rt.app import BLOCKS, create_app
+from blocks_rt import cli
+from blocks_rt.app import create_app
 from blocks_rt.client import ClientError
-from blocks_rt.engine.manager import FastManager
+from blocks_rt.engine import admin
 from blocks_rt.settings import NAMESPACE, Settings
 from blocks_rt.testing.lab import Lab, lab_settings
 
@@ -63,26 +61,6 @@ async def admin_client() -> Any:
     client = AdminClient()
     yield client
     await client.sio.disconnect()
-
-
-def test_upstream_names_the_admin_relies_on_exist() -> None:
-    """python-socketio's instrumentation as GatewayAdmin uses it: an upgrade that renames any of it fails here."""
-    for name in ("instrument", "admin_connect", "serialize_socket", "shutdown", "_trigger_event", "_emit",
-                 "_basic_enter_room", "_basic_leave_room", "_check_for_upgrade", "_emit_server_stats"):
-        assert callable(getattr(InstrumentedAsyncServer, name)), name
-    for name in admin._ENGINE_WIDE_PATCHES:
-        assert name in AsyncSocket.__dict__, name
-    assert callable(socketio.AsyncServer.instrument) and callable(socketio.AsyncServer._handle_event)
-    assert callable(FastManager.emit_many)
-    # The originals upstream saves under mangled names, and the manager's bookkeeping GatewayAdmin reads.
-    app = create_app(lab_settings(**ADMIN_ON))
-    sio = app[BLOCKS].gateway.sio
-    for owner, name in ((sio, "_InstrumentedAsyncServer__trigger_event"),
-                        (sio.manager, "_InstrumentedAsyncServer__emit"),
-                        (sio.manager, "_InstrumentedAsyncServer__basic_enter_room"),
-                        (sio.manager, "_InstrumentedAsyncServer__basic_leave_room"),
-                        (sio.manager, "_timestamps")):
-        assert hasattr(owner, name), name
 
 
 def test_the_admin_refuses_to_start_open() -> None:

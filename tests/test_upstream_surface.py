@@ -25,9 +25,13 @@ import socketio
 from bidict import bidict
 from engineio.async_drivers import aiohttp as engineio_aiohttp
 from engineio.async_socket import AsyncSocket
+from socketio.async_admin import InstrumentedAsyncServer
 
+from blocks_rt.app import BLOCKS, create_app
+from blocks_rt.engine import admin
+from blocks_rt.engine.manager import FastManager
 from blocks_rt.engine.sockets import LeanSocket
-from blocks_rt.testing.lab import Lab
+from blocks_rt.testing.lab import Lab, lab_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -169,6 +173,26 @@ async def test_the_private_state_the_engine_reads_is_there(lab: Lab) -> None:
         assert hasattr(sio.manager, name), name
     assert socketio.AsyncServer.__init__.__code__.co_varnames[1] == "client_manager"
     assert isinstance(engineio.payload.Payload.max_decode_packets, int)
+
+
+def test_the_upstream_names_the_admin_relies_on_are_there() -> None:
+    """python-socketio's instrumentation as GatewayAdmin uses it: an upgrade that renames any of it fails here."""
+    for name in ("instrument", "admin_connect", "serialize_socket", "shutdown", "_trigger_event", "_emit",
+                 "_basic_enter_room", "_basic_leave_room", "_check_for_upgrade", "_emit_server_stats"):
+        assert callable(getattr(InstrumentedAsyncServer, name)), name
+    for name in admin._ENGINE_WIDE_PATCHES:
+        assert name in AsyncSocket.__dict__, name
+    assert callable(socketio.AsyncServer.instrument) and callable(socketio.AsyncServer._handle_event)
+    assert callable(FastManager.emit_many)
+    # The originals upstream saves under mangled names, and the manager's bookkeeping GatewayAdmin reads.
+    app = create_app(lab_settings(admin=True, admin_password="correct horse battery staple"))
+    sio = app[BLOCKS].gateway.sio
+    for owner, name in ((sio, "_InstrumentedAsyncServer__trigger_event"),
+                        (sio.manager, "_InstrumentedAsyncServer__emit"),
+                        (sio.manager, "_InstrumentedAsyncServer__basic_enter_room"),
+                        (sio.manager, "_InstrumentedAsyncServer__basic_leave_room"),
+                        (sio.manager, "_timestamps")):
+        assert hasattr(owner, name), name
 
 
 def test_nothing_outside_the_engine_touches_an_upstream_private_name() -> None:

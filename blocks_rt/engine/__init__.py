@@ -24,4 +24,8 @@ aiohttp request's protocol (`transport`, `writing_paused`, `get_write_buffer_siz
   Public names of python-socketio's manager, over its internal room structure.
 - `deadlines.py`: one event-loop timer for every connection's handshake timeout, pings, pong deadlines and
   token expiry (no upstream names).
+- `admin.py`: the Socket.IO Admin UI (python-socketio's `InstrumentedAsyncServer`, subclassed) fitted to
+  this engine: it reports what the fast manager delivers, undoes upstream's process-wide patches of
+  python-engineio's socket class, and never shows a user's token. Private: the originals upstream keeps
+  under mangled names, `AsyncServer._handle_event`, the manager's `_timestamps`.
 """

@@ -37,11 +37,11 @@ from socketio import AsyncServer
 from socketio.async_admin import InstrumentedAsyncServer
 from socketio.exceptions import ConnectionRefusedError
 
-from .engine.manager import Emit
-from .presence import Presence
-from .settings import Settings
+from ..presence import Presence
+from ..settings import Settings
+from .manager import Emit
 
-UI_DIR = Path(__file__).resolve().parent / "admin_ui"
+UI_DIR = Path(__file__).resolve().parent.parent / "admin_ui"
 NAMESPACE = "/admin"
 MIN_PASSWORD_CHARS = 12
 # Events reported to admins per second and node, at most: the UI is read by people, and a report per delivery
