@@ -184,7 +184,7 @@ def test_error_codes_are_documented(asyncapi_doc: dict[str, Any]) -> None:
 
 
 def _calls(modules: str = "*") -> list[ast.Call]:
-    return [node for path in sorted((ROOT / "blocks_rt").glob(f"{modules}.py"))
+    return [node for path in sorted((ROOT / "blocks_rt").rglob(f"{modules}.py"))
             for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.Call)]
 
 
@@ -202,6 +202,8 @@ def test_the_contract_lists_exactly_the_codes_the_code_raises() -> None:
     assert set(get_args(msg.AckErrorCode)) == _codes("ClientRequestError") | _codes("AuthError", "auth") | down
     reasons = {node.args[1].value for node in _calls() if getattr(node.func, "attr", None) == "end_session"
                and len(node.args) > 1 and isinstance(node.args[1], ast.Constant)}
+    reasons |= {kw.value.value for node in _calls() if getattr(node.func, "attr", None) == "SessionEnded"
+                for kw in node.keywords if kw.arg == "reason" and isinstance(kw.value, ast.Constant)}
     assert set(get_args(msg.SessionEndReason)) == reasons
 
 
