@@ -4,7 +4,8 @@ python-socketio's stock `AsyncRedisManager` publishes every emit on one channel,
 every event: the cluster's cost grows with nodes × total traffic. Here a node subscribes only to the
 channels of rooms that have a socket on it, so Redis drops what a node does not host and each node pays
 only for its own rooms' events. Publishing is the event log's: its append script publishes each stream's
-share of a batch as one message on the stream's channel (`eventlog_redis`), so `publish` here does nothing.
+share of a batch as one message on the stream's channel (`eventlog_redis`), so `publish` here does nothing
+(`republish`, for an idempotent retry, asks the log to publish events it already holds).
 
 Subscriptions are SSUBSCRIBE, on one connection per shard (the node owning the channel's slot; the server
 itself with one Redis), each with its own listener task. redis-py's `ClusterPubSub` polls its per-node
@@ -64,16 +65,16 @@ class _Shard:
 class RedisFanout:
     """Deliver locally what the event log published for the rooms this node hosts."""
 
-    def __init__(self, log_: RedisEventLog, deliver: Deliver, metrics: Metrics, *, on_gap: Gap) -> None:
-        if not log_.publishes:
+    def __init__(self, event_log: RedisEventLog, deliver: Deliver, metrics: Metrics, *, on_gap: Gap) -> None:
+        if not event_log.publishes:
             raise ValueError("RedisFanout listens to what the event log publishes: give it a publishing log")
-        self._log = log_
-        self._redis = log_.shards
-        self._keys = log_.keys
+        self._log = event_log
+        self._redis = event_log.shards
+        self._keys = event_log.keys
         self._deliver = deliver
         self._metrics = metrics
         self._on_gap = on_gap
-        self._broadcast = log_.channel("") == log_.keys.broadcast_channel
+        self._broadcast = event_log.channel("") == event_log.keys.broadcast_channel
         self._node_id = secrets.token_hex(6)
         self._shards: dict[str, _Shard] = {}
         self._hosted: dict[str, int] = {}
