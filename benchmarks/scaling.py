@@ -1,7 +1,7 @@
 """How cost grows with connections: fan-out and per-user events at 1,000 to 20,000 connected clients.
 
-    .venv/bin/python benchmarks/scaling.py [--sizes 1000 5000 10000 20000] [--servers blocks-rt node-ref]
-                                           [--rounds 1] [--no-heap]
+    [PORT=3198] .venv/bin/python benchmarks/scaling.py [--sizes 1000 5000 10000 20000] [--servers blocks-rt node-ref]
+                                                       [--rounds 1] [--no-heap]
 
 For each size and server it starts the server fresh for each scenario (pinned to CPU 0, the perf kit's load
 generator, the real socket.io-client 4.8, on CPU 1; loopback only) and runs the kit's scenarios with that many
@@ -32,7 +32,7 @@ from typing import Any
 
 from compare import KIT, ROOT, SERVERS, ensure_kit
 
-PORT = 3198
+PORT = int(os.environ.get("PORT", "3198"))  # the kit's convention: set PORT to a free port of your own
 FANOUT_DELIVERIES = 500_000
 TARGETED_EVENTS = 20_000
 JWT_SECRET = "scaling-jwt-secret-0123456789abcdef-0123456789"
