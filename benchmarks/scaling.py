@@ -47,6 +47,9 @@ def raise_fd_limit(needed: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, max(target, hard)))
     except (ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(target, hard), hard))
+        if hard < needed:  # e.g. a sandbox that caps the hard limit: the largest sizes will run out of descriptors
+            print(f"warning: open files capped at {hard} (wanted {needed}); the load generator needs one per client "
+                  "and a little more, so sizes near that cap fail with EMFILE", file=sys.stderr)
 
 
 def users_file(size: int) -> Path:
@@ -173,8 +176,9 @@ def main() -> None:
             if name == "blocks-rt" and not args.no_heap:
                 row["heap KiB/conn"] = heap_per_connection(size, server_env(name, size), log, outdir)
             table[name][size] = row
-    (outdir / "summary.json").write_text(json.dumps({n: {str(s): r for s, r in t.items()} for n, t in table.items()},
-                                                    indent=1))
+            # after every size, so a run that fails at a larger size keeps what it measured
+            (outdir / "summary.json").write_text(
+                json.dumps({n: {str(s): r for s, r in t.items()} for n, t in table.items()}, indent=1))
     for name, rows in table.items():
         print_table(name, rows)
     if "blocks-rt" in table:
