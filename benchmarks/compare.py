@@ -14,6 +14,10 @@ property fan-out (fanout_max, fanout_paced at 10,000 deliveries/s), reward day (
 events as fast as they drain) and targeted steady state (targeted_paced at 2,000 events/s). blocks-rt runs with
 `--strict` payloads and BLOCKS_RT_EVENT_RATE=0, so delivery is measured, not the rate limit.
 
+`--base DIR` adds `blocks-rt@base`: the same server run from another checkout of blocks-rt (e.g. `git archive
+main | tar -x -C DIR`, on this venv's dependencies), interleaved with the others; its "vs" column is this
+checkout's gain over it (> 1.0: this checkout is better), a before/after from one run.
+
 `blocks-rt+admin` is blocks-rt with the Admin UI's instrumentation on (BLOCKS_RT_ADMIN=true, nobody
 watching), `blocks-rt+admin-watched` the same with one admin logged in: their "vs" columns are the admin's
 cost (> 1.0: blocks-rt without it is better by that factor).
@@ -48,7 +52,7 @@ SERVERS = {
     "blocks-rt+admin-watched": {"cmd": f"{ROOT}/benchmarks/serve-admin-watched.sh", "strict": True},
 }
 DEFAULT_SERVERS = ["blocks-rt", "node-ref", "py-ref"]
-REFERENCES = ("node-ref", "py-ref", "blocks-rt+admin", "blocks-rt+admin-watched")
+REFERENCES = ("node-ref", "py-ref", "blocks-rt+admin", "blocks-rt+admin-watched", "blocks-rt@base")
 SCENARIOS = ["connect_1000", "connect_3000", "fanout_max", "fanout_paced", "targeted_max", "targeted_paced"]
 METRICS = [  # (scenario, metric path in the kit's summary, label, lower is better)
     ("connect_1000", "connect_rate_per_s", "connects/s (1000)", False),
@@ -119,7 +123,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--servers", nargs="+", default=DEFAULT_SERVERS, choices=list(SERVERS))
     parser.add_argument("--scenarios", nargs="+", default=SCENARIOS, choices=SCENARIOS)
+    parser.add_argument("--base", type=Path, help="also run blocks-rt from this checkout, as blocks-rt@base")
     args = parser.parse_args()
+    if args.base:
+        # Its package ahead of this checkout's on the path; the server script and venv stay this checkout's.
+        SERVERS["blocks-rt@base"] = {"cmd": f"env PYTHONPATH={args.base.resolve()} {SERVERS['blocks-rt']['cmd']}",
+                                     "strict": True}
+        args.servers.append("blocks-rt@base")
     ensure_kit()
     outdir = ROOT / "benchmarks" / "results" / time.strftime("%Y%m%d-%H%M%S")
     outdir.mkdir(parents=True)

@@ -1,7 +1,7 @@
 """How cost grows with connections: fan-out and per-user events at 1,000 to 20,000 connected clients.
 
-    .venv/bin/python benchmarks/scaling.py [--sizes 1000 5000 10000 20000] [--servers blocks-rt node-ref]
-                                           [--rounds 1] [--no-heap]
+    [PORT=3198] .venv/bin/python benchmarks/scaling.py [--sizes 1000 5000 10000 20000] [--servers blocks-rt node-ref]
+                                                       [--rounds 1] [--no-heap]
 
 For each size and server it starts the server fresh for each scenario (pinned to CPU 0, the perf kit's load
 generator, the real socket.io-client 4.8, on CPU 1; loopback only) and runs the kit's scenarios with that many
@@ -32,7 +32,7 @@ from typing import Any
 
 from compare import KIT, ROOT, SERVERS, ensure_kit
 
-PORT = 3198
+PORT = int(os.environ.get("PORT", "3198"))  # the kit's convention: set PORT to a free port of your own
 FANOUT_DELIVERIES = 500_000
 TARGETED_EVENTS = 20_000
 JWT_SECRET = "scaling-jwt-secret-0123456789abcdef-0123456789"
@@ -47,6 +47,9 @@ def raise_fd_limit(needed: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, max(target, hard)))
     except (ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(target, hard), hard))
+        if hard < needed:  # e.g. a sandbox that caps the hard limit: the largest sizes will run out of descriptors
+            print(f"warning: open files capped at {hard} (wanted {needed}); the load generator needs one per client "
+                  "and a little more, so sizes near that cap fail with EMFILE", file=sys.stderr)
 
 
 def users_file(size: int) -> Path:
@@ -173,8 +176,9 @@ def main() -> None:
             if name == "blocks-rt" and not args.no_heap:
                 row["heap KiB/conn"] = heap_per_connection(size, server_env(name, size), log, outdir)
             table[name][size] = row
-    (outdir / "summary.json").write_text(json.dumps({n: {str(s): r for s, r in t.items()} for n, t in table.items()},
-                                                    indent=1))
+            # after every size, so a run that fails at a larger size keeps what it measured
+            (outdir / "summary.json").write_text(
+                json.dumps({n: {str(s): r for s, r in t.items()} for n, t in table.items()}, indent=1))
     for name, rows in table.items():
         print_table(name, rows)
     if "blocks-rt" in table:

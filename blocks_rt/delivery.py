@@ -113,10 +113,12 @@ class LocalDelivery:
             emits.append((item.event, item.payload, item.stream, skip))
         await self._emitter.emit_many(NAMESPACE, emits)
         m, now = self._metrics, time.time()
-        for event, count in Counter(item.event for item in items).items():
-            m.child(m.delivered, event).inc(count)
+        latencies: dict[str, list[float]] = {}
         for item in items:
-            m.child(m.latency, item.event).observe(max(0.0, now - item.logged_at))
+            latencies.setdefault(item.event, []).append(max(0.0, now - item.logged_at))
+        for event, values in latencies.items():
+            m.child(m.delivered, event).inc(len(values))
+            m.observe_each(m.latency, event, values)
 
     async def emit_to_socket(self, sid: str, items: Sequence[LoggedEvent]) -> None:
         await self._emitter.emit_many(NAMESPACE, [(item.event, item.payload, sid, ()) for item in items])

@@ -107,15 +107,16 @@ class _MemoryStream:
     __slots__ = ("events", "last", "trimmed_upto")
 
     def __init__(self) -> None:
-        self.events: deque[tuple[float, LoggedEvent]] = deque()
+        self.events: deque[LoggedEvent] = deque()  # no (time, event) pairs: a pair per kept event is one more
+        # object for the garbage collector to walk, and `logged_at` is that time
         self.last = ZERO
         self.trimmed_upto = ZERO
 
 
 def _trim(stream: _MemoryStream, max_events: int, oldest_kept: float) -> None:
     events = stream.events
-    while events and (len(events) > max_events or events[0][0] < oldest_kept):
-        stream.trimmed_upto = events.popleft()[1].position
+    while events and (len(events) > max_events or events[0].logged_at < oldest_kept):
+        stream.trimmed_upto = events.popleft().position
 
 
 class MemoryEventLog:
@@ -147,8 +148,10 @@ class MemoryEventLog:
             position = Position(now_ms, 0) if now_ms > last.ms else Position(last.ms, last.seq + 1)
             stream.last = position
             item = stamp(delivery, self.epoch, position, now)
-            stream.events.append((now, item))
-            _trim(stream, max_events, oldest_kept)
+            events = stream.events
+            events.append(item)
+            if len(events) > max_events or events[0].logged_at < oldest_kept:  # called only when something goes
+                _trim(stream, max_events, oldest_kept)
             logged.append(item)
         return logged
 
@@ -165,7 +168,7 @@ class MemoryEventLog:
             raise ResyncRequired(stream_name, "invalid_offset")
         if position < stream.trimmed_upto:
             raise ResyncRequired(stream_name, "retention_exceeded")
-        return [item for _, item in stream.events if item.position > position]
+        return [item for item in stream.events if item.position > position]
 
     async def head(self, stream_name: str) -> str:
         stream = self._streams.get(stream_name)
@@ -173,11 +176,11 @@ class MemoryEventLog:
 
     async def read_since(self, stream_name: str, ms: int) -> list[LoggedEvent]:
         stream = self._streams.get(stream_name)
-        return [item for _, item in stream.events if item.position.ms >= ms] if stream else []
+        return [item for item in stream.events if item.position.ms >= ms] if stream else []
 
     async def latest(self, stream_name: str, event: str) -> LoggedEvent | None:
         stream = self._streams.get(stream_name)
-        for _, item in reversed(stream.events if stream else ()):
+        for item in reversed(stream.events if stream else ()):
             if item.event == event:
                 return item
         return None

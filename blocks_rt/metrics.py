@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -48,6 +49,25 @@ class Metrics:
         if found is None:
             found = self._children[key] = metric.labels(label)
         return found
+
+    def observe_each(self, histogram: Any, label: str, values: Iterable[float]) -> None:
+        """Each of `values` observed in `histogram{label}`, exactly as `observe` per value would count it.
+
+        prometheus-client's `observe` takes two locks and scans the bounds for every value, which cost about a
+        microsecond per delivery; the deliveries of one batch fall in one or two buckets, so here each bucket hit
+        is incremented once (the child's `_upper_bounds`, `_buckets` and `_sum`, as `observe` uses them).
+        """
+        child = self.child(histogram, label)
+        bounds = child._upper_bounds  # ends with +Inf: every value has a bucket
+        hits: dict[int, int] = {}
+        total = 0.0
+        for value in values:
+            i = bisect_left(bounds, value)  # the first bound >= value: `observe`'s `value <= bound`
+            hits[i] = hits.get(i, 0) + 1
+            total += value
+        child._sum.inc(total)
+        for i, count in hits.items():
+            child._buckets[i].inc(count)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -197,7 +197,10 @@ def test_the_upstream_names_the_admin_relies_on_are_there() -> None:
 
 def test_nothing_outside_the_engine_touches_an_upstream_private_name() -> None:
     """Outside blocks_rt/engine/, an underscored attribute is only ever read on our own objects."""
-    allowed = {("metrics.py", "_name")}  # prometheus-client's metric name: not under the engine's libraries
+    # prometheus-client's, not the engine's libraries: a metric's name, and a histogram child's bounds, buckets
+    # and sum, which Metrics.observe_each increments as observe does (tests/test_metrics.py compares the two)
+    allowed = {("metrics.py", "_name"), ("metrics.py", "_upper_bounds"), ("metrics.py", "_buckets"),
+               ("metrics.py", "_sum")}
     found = []
     for path in sorted((ROOT / "blocks_rt").rglob("*.py")):
         if "engine" in path.relative_to(ROOT / "blocks_rt").parts:
