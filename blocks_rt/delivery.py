@@ -118,7 +118,7 @@ class LocalDelivery:
             latencies.setdefault(item.event, []).append(max(0.0, now - item.logged_at))
         for event, values in latencies.items():
             m.child(m.delivered, event).inc(len(values))
-            m.observe_each(m.latency, event, values)
+            m.latency.observe_each(event, values)
 
     async def emit_to_socket(self, sid: str, items: Sequence[LoggedEvent]) -> None:
         await self._emitter.emit_many(NAMESPACE, [(item.event, item.payload, sid, ()) for item in items])
