@@ -34,6 +34,7 @@ from .eventlog import LoggedEvent, Position, ResyncRequired, parse_event_id
 from .eventlog_redis import RedisEventLog, decode_published
 from .fanout import Deliver, Gap
 from .metrics import Metrics
+from .redis_client import stop_if_cancelled
 
 log = logging.getLogger(__name__)
 MAX_RECEIVED_BATCH = 256  # bounds how long the first event of a burst waits for the rest to be read
@@ -194,6 +195,7 @@ class RedisFanout:
         while True:
             try:
                 message = await shard.pubsub.get_message(timeout=1.0)
+                stop_if_cancelled()
                 # What has already arrived is taken with it and delivered as one batch: a socket then gets
                 # its events of the batch in one write, as on a single node.
                 batch: list[LoggedEvent] = []

@@ -16,7 +16,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from .keys import Keys
-from .redis_client import RedisShards
+from .redis_client import RedisShards, stop_if_cancelled
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +66,10 @@ class RedisClusterPresence:
                         await self._redis.hdel(key, user_id)
                     break
                 except RedisError as exc:
+                    stop_if_cancelled()
                     log.warning("presence write failed, retrying: %s", exc)
                     await asyncio.sleep(1.0)
+            stop_if_cancelled()
 
     async def _heartbeat(self) -> None:
         while True:
@@ -77,7 +79,9 @@ class RedisClusterPresence:
                     pipe.expire(self._keys.node_presence(self.node_id), int(self._ttl_s * 2))
                     await pipe.execute()
             except RedisError as exc:
+                stop_if_cancelled()
                 log.warning("presence heartbeat failed: %s", exc)
+            stop_if_cancelled()
             await asyncio.sleep(self._ttl_s / 3)
 
     async def live_nodes(self) -> list[str]:
@@ -92,3 +96,4 @@ class RedisClusterPresence:
                 pipe.hget(self._keys.node_presence(node), user_id)
             counts = await pipe.execute()
         return sum(int(c) for c in counts if c is not None)
+

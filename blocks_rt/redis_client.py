@@ -125,3 +125,14 @@ def _retrieve(task: asyncio.Task[None]) -> None:
     """A failed background refresh is retried by the next error; its exception must not be reported as lost."""
     if not task.cancelled():
         task.exception()
+
+
+def stop_if_cancelled() -> None:
+    """Stop a background loop whose cancellation a Redis call took in.
+
+    redis-py can end a command cancelled mid-flight with a connection error, or return as if nothing happened; a
+    loop that goes on would then wait for its next message forever (seen: a node's shutdown waiting on presence).
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
