@@ -99,9 +99,10 @@ def backend(kind: str) -> Iterator[tuple[dict[str, str], list[int]]]:
     """The nodes' environment for a layout kind, and the ports of its Redis servers (none when embedded)."""
     if kind == "embedded":
         yield {"BLOCKS_RT_REDIS_URL": ""}, []
-    elif kind == "redis":
+    elif kind in ("redis", "broadcast"):
         with private_redis() as url:
-            yield {"BLOCKS_RT_REDIS_URL": url}, [int(url.rsplit(":", 1)[1].split("/")[0])]
+            yield ({"BLOCKS_RT_REDIS_URL": url, "BLOCKS_RT_FANOUT": "broadcast" if kind == "broadcast" else "rooms"},
+                   [int(url.rsplit(":", 1)[1].split("/")[0])])
     else:
         with private_redis_cluster() as cluster:
             yield {"BLOCKS_RT_REDIS_URL": cluster.url, "BLOCKS_RT_REDIS_CLUSTER": "true"}, list(cluster.ports)
@@ -219,7 +220,8 @@ async def main() -> None:
     parser.add_argument("--targeted-events", type=int, default=5000)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--layouts", default="embedded:1,redis:1,redis:2,redis:4,cluster:1,cluster:2,cluster:4",
-                        help="kind:nodes, comma-separated; kind is embedded, redis or cluster")
+                        help="kind:nodes, comma-separated; kind is embedded, redis, cluster or broadcast "
+                             "(one Redis, one channel for every room: python-socketio's shape, as a baseline)")
     parser.add_argument("--out", default="benchmarks/results/multinode.json")
     args = parser.parse_args()
     layouts = [(kind, int(nodes)) for kind, nodes in (item.split(":") for item in args.layouts.split(","))]

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from redis.asyncio.client import PubSub
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, RedisError
 
 from .errors import ServiceUnavailable
@@ -215,6 +216,10 @@ class RedisFanout:
                     log.warning("Redis fan-out lost shard %s: %s", shard.name, exc)
                 shard.lost = True
                 self.healthy = False
+                for channel in shard.channels:  # nobody will confirm these now: fail their waits at once
+                    waiting = self._confirmations.pop(channel, None)
+                    if waiting is not None and not waiting.done():
+                        waiting.set_exception(RedisConnectionError(f"lost shard {shard.name}"))
                 self._recover_soon()
                 return  # the recovery makes a new subscriber for whoever owns these slots now
             except Exception:  # a bad message must not stop the listener
@@ -240,6 +245,10 @@ class RedisFanout:
             future = self._confirmations.pop(channel, None)
             if future is not None and not future.done():
                 future.set_result(None)
+        elif kind == "sunsubscribe" and any(channel in shard.channels for shard in self._shards.values()):
+            # Not ours (`leave` forgets a channel before unsubscribing): Redis dropped it because its slot
+            # moved to another shard (resharding, a master demoted). Follow it like a lost shard.
+            raise RedisConnectionError(f"Redis unsubscribed {channel}: its slot moved")
         elif kind == "smessage" and channel in self._probes:
             probe = self._probes.pop(channel)
             if not probe.done():

@@ -10,12 +10,13 @@ MOVED or a lost node, `refresh()` asks the cluster who owns what now.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 from redis.retry import Retry
 
 # Bounded so a dead node is an error in seconds, never a hang (a failover takes 1-3 s).
@@ -23,6 +24,8 @@ CLIENT_OPTIONS: dict[str, Any] = {"decode_responses": True, "socket_timeout": 5,
 # No silent retry on a node's own connections: a subscriber reconnected behind our back would have missed
 # events without knowing (so without catching up), and an append sent again after a lost reply is a duplicate.
 NODE_OPTIONS: dict[str, Any] = {**CLIENT_OPTIONS, "retry": Retry(NoBackoff(), 0)}
+TOPOLOGY_REFRESH_S = 5.0
+log = logging.getLogger(__name__)
 
 
 class RedisShards:
@@ -35,6 +38,7 @@ class RedisShards:
         self._standalone: aioredis.Redis | None = None
         self._clients: dict[str, aioredis.Redis] = {}
         self._refreshing: asyncio.Task[None] | None = None
+        self._watcher: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> RedisShards:
         if self.cluster:
@@ -44,14 +48,16 @@ class RedisShards:
             except BaseException:
                 await self._cluster.aclose()
                 raise
+            self._watcher = asyncio.create_task(self._watch())
         else:
             self._standalone = aioredis.from_url(self.url, **NODE_OPTIONS)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._refreshing is not None:
-            self._refreshing.cancel()
-            await asyncio.gather(self._refreshing, return_exceptions=True)
+        for task in (self._watcher, self._refreshing):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         for client in self._clients.values():
             await client.aclose()
         self._clients.clear()
@@ -107,6 +113,16 @@ class RedisShards:
 
     def slot_of(self, key: str) -> int:
         return 0 if self._cluster is None else int(self._cluster.keyslot(key))
+
+    async def _watch(self) -> None:
+        """Learn the slot map every few seconds even when nothing fails: a replica that came back (so writes
+        wait for it again) or a slot moved by resharding is noticed without waiting for an error."""
+        while True:
+            await asyncio.sleep(TOPOLOGY_REFRESH_S)
+            try:
+                await self.refresh()
+            except (RedisError, RedisClusterException, OSError) as exc:
+                log.warning("Redis Cluster slot map not refreshed: %s", exc)
 
     def refresh_soon(self) -> None:
         """Learn the slot map again in the background (after an error: the caller answers at once)."""

@@ -1,5 +1,6 @@
 """A Redis Cluster master killed while events flow: its replica takes over, the gateway nodes follow by
-themselves, no accepted event is lost without the client being told, and /healthz says what is true."""
+themselves, no accepted event is lost without the client being told, and /healthz says what is true.
+And a room whose slot moves to another shard (resharding): its sockets keep getting its events."""
 
 from __future__ import annotations
 
@@ -19,6 +20,12 @@ pytestmark = pytest.mark.timeout(120)
 def notification(user_id: str, n: int) -> dict[str, Any]:
     return {"event": "notification.created", "data": {"userId": user_id, "notification": {
         "id": f"n{n}", "type": "system", "title": f"note {n}", "body": "failover"}}}
+
+
+def property_status(property_id: str, n: int) -> dict[str, Any]:
+    return {"event": "property.status_changed", "data": {"propertyId": property_id, "property": {
+        "id": property_id, "title": f"status {n}", "status": ("funding", "construction")[n % 2],
+        "previousStatus": ("construction", "funding")[n % 2]}}}
 
 
 def titles(client: BlocksClient) -> list[str]:
@@ -112,3 +119,35 @@ async def test_a_killed_master_fails_over_and_no_accepted_event_is_silently_lost
         assert await health(a) == 200 and await health(b) == 200
     redis_cluster.restart(master)  # rejoins as the replica: the cluster is whole for the next test
     assert redis_cluster.shard_of(keys.log_stream("user:usr_farid")) == [replica, master]
+
+
+async def test_a_room_whose_slot_moves_to_another_shard_keeps_getting_its_events(
+        redis_cluster: RedisClusterProcesses) -> None:
+    async with NodeCluster(redis_cluster.url, count=2, BLOCKS_RT_REDIS_CLUSTER="true") as cluster:
+        a, b = cluster.nodes
+        key = Keys(cluster.env["BLOCKS_RT_REDIS_PREFIX"]).log_stream("property:prop_palm")
+        watcher = BlocksClient(a.url, cluster.token("usr_dev"), reconnection=False)
+        await watcher.connect()
+        await watcher.subscribe_property("prop_palm")
+        assert (await b.publish(property_status("prop_palm", 0)))[0] == 202
+        await watcher.wait_for("property:status_changed", timeout=10)
+        source = redis_cluster.shard_of(key)[0]
+        target = next(port for port in redis_cluster.masters() if port != source)
+        redis_cluster.move_slot(key, target)
+        accepted = ["status 0"]
+        deadline = time.monotonic() + 20
+        n = 1
+        while len(accepted) < 6 and time.monotonic() < deadline:
+            status, _ = await b.publish(property_status("prop_palm", n))
+            assert status in (202, 503), status  # a node that still thinks the old shard owns it is told MOVED: 503
+            if status == 202:
+                accepted.append(f"status {n}")
+            n += 1
+            await asyncio.sleep(0.05)
+        await watcher.wait_until(lambda: len(watcher.events("property:status_changed")) >= len(accepted), timeout=15)
+        got = [r.payload["property"]["title"] for r in watcher.events("property:status_changed")]
+        assert got == accepted  # every accepted event once, in order, across the move (a refused one never ran)
+        assert redis_cluster.shard_of(key)[0] == target
+        assert not watcher.events("stream:resync_required")  # the log moved with the slot: nothing to refetch
+        await watcher.disconnect()
+        redis_cluster.move_slot(key, source)  # the layout as it was, for the next test

@@ -120,6 +120,19 @@ class RedisClusterProcesses:
         return subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(port), *args], capture_output=True,
                               text=True, check=True, timeout=timeout).stdout
 
+    def move_slot(self, key: str, to_port: int) -> None:
+        """Reshard: move `key`'s slot, with its keys, to the master on `to_port` (as `redis-cli --cluster
+        reshard` does, one slot)."""
+        source = self.shard_of(key)[0]
+        slot = self.cli(source, "cluster", "keyslot", key).strip()
+        source_id, target_id = (self.cli(port, "cluster", "myid").strip() for port in (source, to_port))
+        self.cli(to_port, "cluster", "setslot", slot, "importing", source_id)
+        self.cli(source, "cluster", "setslot", slot, "migrating", target_id)
+        while keys := self.cli(source, "cluster", "getkeysinslot", slot, "100").split():
+            self.cli(source, "migrate", "127.0.0.1", str(to_port), "", "0", "5000", "keys", *keys)
+        for port in self.masters():
+            self.cli(port, "cluster", "setslot", slot, "node", target_id)
+
     def _nodes(self) -> list[list[str]]:
         """`cluster nodes` as seen by a live node: id, address, flags, master id, ..., slot ranges."""
         port = next(iter(self.processes))
