@@ -56,6 +56,11 @@ def validate(name: str, data: Model | Mapping[str, Any], *, index: int | None = 
                            event=name, field=field) from None
 
 
+def validate_many(events: Iterable[tuple[str, Model | Mapping[str, Any]]]) -> list[DomainEvent]:
+    """Every event validated, in order; the first invalid one refuses them all (InvalidEvent with its index)."""
+    return [validate(name, data, index=i) for i, (name, data) in enumerate(events)]
+
+
 class EventBus:
     """Publish validated domain events to subscribers, one event or an all-or-nothing batch."""
 
@@ -73,7 +78,7 @@ class EventBus:
 
     async def publish_many(self, events: Iterable[tuple[str, Model | Mapping[str, Any]]]) -> int:
         """Validate every event first, then deliver them all in order; one bad event refuses the batch."""
-        batch = [validate(name, data, index=i) for i, (name, data) in enumerate(events)]
+        batch = validate_many(events)
         await self.publish_validated(batch)
         return len(batch)
 

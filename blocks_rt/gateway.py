@@ -144,8 +144,8 @@ class Gateway:
         over = extra_properties[self.settings.max_subscriptions_per_socket:]
         for stream in over:
             del readable[stream]
-        streams = list(dict.fromkeys(automatic_rooms(user) + list(readable)))
         fixed_rooms = tuple(automatic_rooms(user))
+        streams = list(dict.fromkeys(fixed_rooms + tuple(readable)))
         info = SocketInfo(sid=sid, user_id=user.id, token_expires_at=claims_exp, fixed_rooms=fixed_rooms,
                           subscriptions=frozenset(streams) - frozenset(fixed_rooms),
                           budget=ClientBudget(self.settings.client_budget_per_s, self.settings.client_budget_burst))

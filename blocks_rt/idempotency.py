@@ -63,8 +63,6 @@ class Claimed:
 class IdempotencyConflict(BlocksError):
     """The key belongs to another body (`idempotency_key_reused`) or is being published (`..._in_flight`)."""
 
-    code = "idempotency_key_in_flight"
-
 
 REUSED = "idempotency_key_reused"
 IN_FLIGHT = "idempotency_key_in_flight"
@@ -141,8 +139,14 @@ class MemoryIdempotencyStore:
         self._records.clear()
 
     def _expire(self, now: float) -> None:
-        # Cheap enough per claim while records are few; a busy embedded gateway keeps a day of keys at most.
-        for key in [k for k, r in self._records.items() if r.expires_at <= now]:
+        # Records are added in claim order with one TTL and never moved: the oldest come first, so this stops at
+        # the first one still alive instead of walking a day of keys on every claim.
+        expired = []
+        for key, record in self._records.items():
+            if record.expires_at > now:
+                break
+            expired.append(key)
+        for key in expired:
             del self._records[key]
 
     async def claim(self, key: str, fingerprint: str) -> Claimed | Answer:
@@ -232,9 +236,13 @@ async def already_logged(log: EventLog, batch: Sequence[DomainEvent], since: int
     return per_event
 
 
+def refusal(status: int, code: str, message: str, **details: Any) -> Answer:
+    """An error answer: `{"error": {code, message, ...details}}` with its HTTP status."""
+    return Answer(status, {"error": {"code": code, "message": message, **details}})
+
+
 def refused(exc: InvalidEvent) -> Answer:
-    details = {k: v for k, v in exc.details.items() if v is not None}
-    return Answer(400, {"error": {"code": exc.code, "message": exc.message, **details}})
+    return refusal(400, exc.code, exc.message, **{k: v for k, v in exc.details.items() if v is not None})
 
 
 async def publish_once(store: IdempotencyStore, dispatcher: Dispatcher, log: EventLog, key: str,

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from .bus import DomainEvent, validate
+from .bus import DomainEvent, validate_many
 from .delivery import Dispatcher
 from .errors import InvalidEvent, ServiceUnavailable
 from .eventlog import EventLog
@@ -21,6 +21,7 @@ from .idempotency import (
     accepted,
     fingerprint,
     publish_once,
+    refusal,
     refused,
 )
 from .metrics import Metrics
@@ -45,12 +46,8 @@ PUBLISH_ERRORS = {  # error.code -> (HTTP status, meaning); the contract lists t
 }
 
 
-def _refusal(status: int, code: str, message: str, **details: Any) -> Answer:
-    return Answer(status, {"error": {"code": code, "message": message, **details}})
-
-
 def _error(status: int, code: str, message: str, **details: Any) -> web.Response:
-    return web.json_response(_refusal(status, code, message, **details).body, status=status)
+    return web.json_response(refusal(status, code, message, **details).body, status=status)
 
 
 def _dumps(body: Any) -> str:
@@ -97,8 +94,7 @@ class PublishApi:
             return _error(401, "unauthorized", "missing or wrong API key")
         key = request.headers.get(IDEMPOTENCY_KEY)
         if key is not None and not KEY_PATTERN.fullmatch(key):
-            return _error(400, "invalid_idempotency_key",
-                          f"{IDEMPOTENCY_KEY} must be 1-128 characters of A-Z a-z 0-9 _ . : -")
+            return _error(400, "invalid_idempotency_key", PUBLISH_ERRORS["invalid_idempotency_key"][1])
         if request.content_length is not None and request.content_length > self._max_bytes:
             return _error(413, "too_large", f"body over {self._max_bytes} bytes")
         try:
@@ -122,20 +118,20 @@ class PublishApi:
         """Publish the parsed body (one event or a list), all or nothing: the answer to send."""
         items = body if isinstance(body, list) else [body]
         if not items:
-            return _refusal(400, "empty_batch", "no events in the request")
+            return refusal(400, "empty_batch", "no events in the request")
         if len(items) > self._max_batch:
-            return _refusal(413, "batch_too_large", f"more than {self._max_batch} events in one request")
+            return refusal(413, "batch_too_large", f"more than {self._max_batch} events in one request")
         batch = []
         for index, item in enumerate(items):
             if not isinstance(item, dict) or not isinstance(item.get("event"), str) or "data" not in item:
-                return _refusal(400, "invalid_envelope",
+                return refusal(400, "invalid_envelope",
                                 f"event[{index}] must be {{\"event\": str, \"data\": object}}", index=index)
             batch.append((item["event"], item["data"]))
         if self._dispatcher is None or self._idempotency is None or self._log is None:
-            return _refusal(503, "unavailable", "the gateway is starting")
+            return refusal(503, "unavailable", "the gateway is starting")
 
         def validated() -> list[DomainEvent]:
-            return [validate(name, data, index=i) for i, (name, data) in enumerate(batch)]
+            return validate_many(batch)
 
         try:
             if key is None:
@@ -146,9 +142,9 @@ class PublishApi:
             return await publish_once(self._idempotency, self._dispatcher, self._log, key, fingerprint(body),
                                       validated)
         except IdempotencyConflict as exc:
-            return _refusal(409, exc.code, exc.message)
+            return refusal(409, exc.code, exc.message)
         except ServiceUnavailable as exc:
-            return _refusal(503, exc.code, exc.message)
+            return refusal(503, exc.code, exc.message)
 
     async def metrics(self, request: web.Request) -> web.Response:
         return web.Response(body=self._metrics.exposition(), content_type="text/plain", charset="utf-8")

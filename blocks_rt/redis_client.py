@@ -111,9 +111,6 @@ class RedisShards:
             return 0
         return len(self._cluster.nodes_manager.slots_cache.get(self._cluster.keyslot(key), [None])) - 1
 
-    def slot_of(self, key: str) -> int:
-        return 0 if self._cluster is None else int(self._cluster.keyslot(key))
-
     async def _watch(self) -> None:
         """Learn the slot map every few seconds even when nothing fails: a replica that came back (so writes
         wait for it again) or a slot moved by resharding is noticed without waiting for an error."""

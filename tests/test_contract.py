@@ -25,7 +25,7 @@ from blocks_rt import examples as ex
 from blocks_rt import messages as msg
 from blocks_rt.errors import ServiceUnavailable
 from blocks_rt.eventlog import Position, stamp
-from blocks_rt.idempotency import REUSED, IdempotencyConflict
+from blocks_rt.idempotency import IN_FLIGHT, REUSED
 from blocks_rt.publish_api import PUBLISH_ERRORS
 from blocks_rt.router import ROUTES, route
 from blocks_rt.settings import NAMESPACE
@@ -213,9 +213,9 @@ def test_the_contract_lists_exactly_the_codes_the_code_raises() -> None:
 
 def test_the_contract_lists_exactly_the_publish_api_codes(asyncapi_doc: dict[str, Any]) -> None:
     answered = {node.args[1].value for node in _calls("publish_api")
-                if getattr(node.func, "id", None) in ("_error", "_refusal") and isinstance(node.args[1], ast.Constant)}
+                if getattr(node.func, "id", None) in ("_error", "refusal") and isinstance(node.args[1], ast.Constant)}
     validation = _codes("InvalidEvent", "bus")
-    idempotency = {IdempotencyConflict.code, REUSED}
+    idempotency = {IN_FLIGHT, REUSED}
     assert set(PUBLISH_ERRORS) == answered | validation | idempotency
     for code, (status, _) in PUBLISH_ERRORS.items():
         assert f"| `{code}` | {status} |" in asyncapi_doc["info"]["description"]

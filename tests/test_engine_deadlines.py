@@ -67,7 +67,9 @@ async def test_cancelled_deadlines_leave_the_heap_once_they_are_most_of_it() -> 
     assert len(deadlines) == 200  # half inert: kept until more than half
     kept[100].cancel()
     assert len(deadlines) == 99
-    deadlines.call_later(0.0, ran.append, -1).cancel()  # cancelling twice, or after running, counts once
+    twice = deadlines.call_later(0.0, ran.append, -1)
+    twice.cancel()
+    twice.cancel()  # cancelling twice, or after running, counts once
     fired = deadlines.call_later(0.0, ran.append, -2)
     await asyncio.wait_for(fence(deadlines, 0.0), 5)
     fired.cancel()
