@@ -110,7 +110,7 @@ class LocalDelivery:
                         del floors[sid]
                 if not floors:
                     del self._floors[item.stream]
-            emits.append((item.event, item.payload, item.stream, skip))
+            emits.append((item.event, item.body, item.stream, skip))
         await self._emitter.emit_many(NAMESPACE, emits)
         m, now = self._metrics, time.time()
         latencies: dict[str, list[float]] = {}
@@ -121,7 +121,7 @@ class LocalDelivery:
             m.latency.observe_each(event, values)
 
     async def emit_to_socket(self, sid: str, items: Sequence[LoggedEvent]) -> None:
-        await self._emitter.emit_many(NAMESPACE, [(item.event, item.payload, sid, ()) for item in items])
+        await self._emitter.emit_many(NAMESPACE, [(item.event, item.body, sid, ()) for item in items])
 
     async def send(self, to: str, event: str, payload: Model) -> None:
         """A control event to one socket (or every socket of one room), outside of any stream."""

@@ -96,7 +96,7 @@ def decode_published(raw: str) -> list[LoggedEvent]:
     t = float(logged_at)
     if not rest or len(rest) % 3:
         raise ValueError("not an append message")
-    return [stamp(Delivery(stream, rest[i + 1], orjson.loads(rest[i + 2])), epoch, _position(rest[i]), t)
+    return [stamp(Delivery(stream, rest[i + 1], rest[i + 2].encode()), epoch, _position(rest[i]), t)
             for i in range(0, len(rest), 3)]
 
 
@@ -205,7 +205,7 @@ class RedisEventLog:
         for stream in streams:
             args: list[Any] = [stream, _new_epoch(), max_events, min_id, *head]
             for d in by_stream[stream]:
-                args += (d.event, orjson.dumps(d.payload))
+                args += (d.event, d.body)
             calls.append((self.keys.log_epoch(stream), self.keys.log_stream(stream), self.channel(stream), *args))
         wait = [("WAIT", replicas, WAIT_REPLICA_MS)] if replicas else []
         replies = await _round_trip(client, [("EVALSHA", APPEND_SHA, 3, *call) for call in calls] + wait)
@@ -300,5 +300,5 @@ class RedisEventLog:
 
     @staticmethod
     def _logged(stream: str, epoch: str, entry_id: str, fields: dict[str, Any]) -> LoggedEvent:
-        delivery = Delivery(stream, fields["e"], orjson.loads(fields["p"]))
+        delivery = Delivery(stream, fields["e"], fields["p"].encode())
         return stamp(delivery, epoch, _position(entry_id), float(fields["t"]))

@@ -99,6 +99,10 @@ class Model(BaseModel):
                                                                      exclude_none=True)
         return wire
 
+    def wire_json(self) -> bytes:
+        """What `wire` gives, encoded as JSON by the serializer itself (no dict in between)."""
+        return self.__pydantic_serializer__.to_json(self, by_alias=True, exclude_none=True)
+
 
 # --- wallet ------------------------------------------------------------------------------------------
 class Balance(Model):

@@ -197,12 +197,12 @@ def accepted(per_event: PerEvent) -> Answer:
 
 
 def _encode_logged(per_event: PerEvent) -> str:
-    return orjson.dumps([[name, [[i.stream, i.event, i.event_id, i.payload, i.logged_at] for i in items]]
+    return orjson.dumps([[name, [[i.stream, i.event, i.event_id, orjson.Fragment(i.body), i.logged_at] for i in items]]
                          for name, items in per_event]).decode()
 
 
 def _decode_logged(raw: str) -> PerEvent:
-    return [(name, [LoggedEvent(stream, event, event_id, parse_event_id(event_id)[1], payload, logged_at)
+    return [(name, [LoggedEvent(stream, event, event_id, parse_event_id(event_id)[1], orjson.dumps(payload), logged_at)
                     for stream, event, event_id, payload, logged_at in items])
             for name, items in orjson.loads(raw)]
 
@@ -224,7 +224,7 @@ async def already_logged(log: EventLog, batch: Sequence[DomainEvent], since: int
     for name, deliveries in routed:
         items = []
         for d in deliveries:
-            expected = orjson.loads(orjson.dumps(d.payload))
+            expected = d.payload
             match = next((item for item in kept[d.stream] if item.event_id not in used and item.event == d.event
                           and {k: v for k, v in item.payload.items() if k not in ("eventId", "stream")} == expected),
                          None)

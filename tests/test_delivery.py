@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+import orjson
 import pytest
 
 from blocks_rt.delivery import LocalDelivery
@@ -40,7 +41,8 @@ class Rooms:
         for event, data, to, skip in emits:
             for sid in self.members.get(to, [to]):
                 if sid not in skip:
-                    self.received.setdefault(sid, []).append((event, data.get("n", data)))
+                    payload = orjson.loads(data) if isinstance(data, bytes) else data  # a logged event: its JSON
+                    self.received.setdefault(sid, []).append((event, payload.get("n", payload)))
 
     def events(self, sid: str) -> list[str]:
         return [event for event, _ in self.received.get(sid, [])]
@@ -62,7 +64,7 @@ class World:
         deliveries = []
         for _ in range(times):
             self.count += 1
-            deliveries.append(Delivery(stream, "e", {"n": self.count}))
+            deliveries.append(Delivery(stream, "e", orjson.dumps({"n": self.count})))
         logged = await self.log.append(deliveries)
         await self.delivery.deliver(logged)
         return logged
@@ -111,7 +113,7 @@ async def test_events_that_arrive_during_the_flush_follow_it_in_order(world: Wor
 
 async def test_after_a_release_the_floor_skips_late_events_the_replay_sent_for_that_socket_only(
         world: World) -> None:
-    early = await world.log.append([Delivery(AMIRA, "e", {"n": 0})])  # logged, still in the pacer's queue
+    early = await world.log.append([Delivery(AMIRA, "e", orjson.dumps({"n": 0}))])  # logged, still in the pacer's queue
     world.delivery.hold(RESUMING, [AMIRA])
     await world.delivery.release(RESUMING, {AMIRA: early[0].position})  # the replay sent it
     await world.delivery.deliver(early)  # the pacer lets it go only now
@@ -123,7 +125,7 @@ async def test_after_a_release_the_floor_skips_late_events_the_replay_sent_for_t
 async def test_a_floor_ends_at_the_first_event_above_it(world: World) -> None:
     world.delivery.hold(RESUMING, [AMIRA])
     await world.delivery.release(RESUMING, {AMIRA: Position(5, 0)})
-    above, below = (LoggedEvent(AMIRA, "e", f"x:{ms}-0", Position(ms, 0), {"n": ms}, 0.0) for ms in (6, 4))
+    above, below = (LoggedEvent(AMIRA, "e", f"x:{ms}-0", Position(ms, 0), orjson.dumps({"n": ms}), 0.0) for ms in (6, 4))
     await world.delivery.deliver([above])
     # Out of log order on purpose: had the floor outlived the event above it, this would be skipped.
     await world.delivery.deliver([below])
@@ -188,7 +190,7 @@ async def test_a_welcome_whose_log_fails_raises_and_leaves_the_socket_unheld() -
     delivery.hold(RESUMING, [AMIRA])
     with pytest.raises(ServiceUnavailable):
         await delivery.welcome(RESUMING, "usr_amira", [AMIRA], {AMIRA: await log.head(AMIRA)}, refused=[])
-    logged = await log.append([Delivery(AMIRA, "e", {"n": 1})])
+    logged = await log.append([Delivery(AMIRA, "e", orjson.dumps({"n": 1}))])
     await delivery.deliver(logged)
     assert rooms.events(RESUMING) == ["connected", "e"]  # not buffered for a socket that is going away
 

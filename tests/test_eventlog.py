@@ -8,6 +8,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 
+import orjson
 import pytest
 import redis.asyncio as aioredis
 
@@ -18,6 +19,7 @@ from blocks_rt.eventlog import (
     ResyncRequired,
     format_event_id,
     parse_event_id,
+    stamp,
 )
 from blocks_rt.eventlog_redis import RedisEventLog
 from blocks_rt.keys import Keys
@@ -62,7 +64,7 @@ async def logs(request: pytest.FixtureRequest) -> AsyncIterator[Logs]:
 
 
 def balance(stream: str, n: int) -> Delivery:
-    return Delivery(stream, "wallet:balance_updated", {"userId": stream.split(":")[1], "n": n})
+    return Delivery(stream, "wallet:balance_updated", orjson.dumps({"userId": stream.split(":")[1], "n": n}))
 
 
 async def append_n(log: EventLog, stream: str, count: int, start: int = 0) -> list[str]:
@@ -80,8 +82,8 @@ async def test_append_stamps_increasing_ids_and_replays_in_order(logs: Logs) -> 
     log = await logs.open()
     start = await log.head("user:u1")
     assert parse_event_id(start)[1] == Position(0, 0)
-    batch = [balance("user:u1", 0), Delivery("property:p1", "property:funding_updated", {"propertyId": "p1"}),
-             balance("user:u1", 1), Delivery("user:u1", "notification:new", {"userId": "u1"})]
+    batch = [balance("user:u1", 0), Delivery("property:p1", "property:funding_updated", orjson.dumps({"propertyId": "p1"})),
+             balance("user:u1", 1), Delivery("user:u1", "notification:new", orjson.dumps({"userId": "u1"}))]
     logged = await log.append(batch)
     assert [(i.stream, i.event) for i in logged] == [(d.stream, d.event) for d in batch]
     for item, delivery in zip(logged, batch, strict=True):
@@ -193,3 +195,10 @@ async def test_redis_log_stores_json_under_its_prefix_and_survives_a_new_process
     async with RedisEventLog(redis_url, prefix) as second:
         replay = await second.read_after("user:u1", start)
     assert [(i.event_id, i.payload) for i in replay] == [(i.event_id, i.payload) for i in logged]
+
+
+@pytest.mark.parametrize("body", [b"{}", b'{"userId":"u1","n":1}'])
+def test_stamp_adds_eventId_and_stream_to_the_encoded_payload(body: bytes) -> None:
+    item = stamp(Delivery("user:u1", "e", body), "ep", Position(7, 2), 0.0)
+    assert item.event_id == "ep:7-2"
+    assert item.payload == {**orjson.loads(body), "eventId": "ep:7-2", "stream": "user:u1"}

@@ -6,6 +6,8 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+import orjson
+
 from blocks_rt.client import ClientError
 from blocks_rt.eventlog import LoggedEvent, Position
 from blocks_rt.ratelimit import ClientBudget, StreamPacer
@@ -54,7 +56,7 @@ class Recorder:
 
 
 def item(n: int, event: str = BALANCE, stream: str = "user:u1") -> LoggedEvent:
-    return LoggedEvent(stream, event, f"e:{n}-0", Position(n, 0), {"n": n}, 0.0)
+    return LoggedEvent(stream, event, f"e:{n}-0", Position(n, 0), orjson.dumps({"n": n}), 0.0)
 
 
 def pacer(rate: float = 10) -> tuple[StreamPacer, FakeTime, Recorder]:

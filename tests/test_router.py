@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -56,11 +57,19 @@ def test_an_investment_tells_its_investor_and_moves_the_propertys_funding_bar() 
     data = sample("investment.created", prop="prop_marina")
     assert "propertyData" not in mine.payload  # the funding snapshot is not the investor's business
     assert mine.payload["investment"] == data["investment"]
-    assert funding == Delivery("property:prop_marina", "property:funding_updated", {
+    assert (funding.stream, funding.event, funding.payload) == ("property:prop_marina", "property:funding_updated", {
         "propertyId": "prop_marina",
         "property": {"id": "prop_marina", "title": "Marina Heights Tower B", **data["propertyData"]},
         "timestamp": TIMESTAMP,
     })
+
+
+@pytest.mark.parametrize("name", list(EXPECTED))
+def test_a_payload_leaves_eventId_and_stream_to_the_log(name: str) -> None:
+    # The log appends both to the encoded payload: a route that put either in its payload would send it twice.
+    for d in routed(name):
+        assert not {"eventId", "stream"} & d.payload.keys()
+        assert d.body == orjson.dumps(d.payload)  # one JSON object, as compact as the wire has it
 
 
 # Which room kind each wire event may reach, and which payload field names the room: written out from the

@@ -31,6 +31,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+import orjson
 from aiohttp import web
 from engineio.async_socket import AsyncSocket
 from socketio import AsyncServer
@@ -198,7 +199,8 @@ class GatewayAdmin(InstrumentedAsyncServer):  # type: ignore[misc]
         if namespace == NAMESPACE or not self._watched() or not self._report_budget():
             return
         manager = self.sio.manager
-        recipients = ((sid, event, data) for event, data, room, skip in emits
+        recipients = ((sid, event, orjson.loads(data) if isinstance(data, bytes) else data)
+                      for event, data, room, skip in emits
                       for sid, _ in manager.get_participants(namespace, room) if sid not in skip)
         reports = list(islice(recipients, self._reports_left))
         self._reports_left -= len(reports)

@@ -21,11 +21,15 @@ from typing import Any
 import orjson
 import socketio
 from engineio import packet as eio_packet
+from orjson import Fragment
 
 from .sockets import LeanSocket, text_frame
 
 Emit = tuple[str, Any, Any, Sequence[str]]
-"""(event, data, room or socket id, socket ids to skip): one event for one room. A plain tuple: one per event."""
+"""(event, data, room or socket id, socket ids to skip): one event for one room. A plain tuple: one per event.
+
+`data` is a JSON value, or bytes: JSON already encoded (a logged event's body), written as is. (Stock Socket.IO
+takes bytes as a binary attachment; the gateway speaks JSON only, and `emit` leaves bytes to the stock path.)"""
 
 
 class FastManager(socketio.AsyncManager):  # type: ignore[misc]
@@ -88,7 +92,7 @@ class FastManager(socketio.AsyncManager):  # type: ignore[misc]
     async def emit(self, event: str, data: Any, namespace: str, room: Any = None, skip_sid: Any = None,
                    callback: Any = None, to: Any = None, **kwargs: Any) -> None:
         room = to or room
-        if callback is not None or isinstance(data, tuple):
+        if callback is not None or isinstance(data, tuple | bytes):
             await super().emit(event, data, namespace, room=room, skip_sid=skip_sid, callback=callback, **kwargs)
             return
         skip = skip_sid if isinstance(skip_sid, list) else [] if skip_sid is None else [skip_sid]
@@ -99,7 +103,8 @@ class FastManager(socketio.AsyncManager):  # type: ignore[misc]
         if namespace not in self.rooms:
             return
         try:
-            bodies = [orjson.dumps([event, data] if data is not None else [event]) for event, data, _, _ in emits]
+            bodies = [orjson.dumps([event, Fragment(data) if type(data) is bytes else data] if data is not None
+                                   else [event]) for event, data, _, _ in emits]
         except TypeError:  # not plain JSON (binary attachments): the stock path handles it
             for event, data, room, skip in emits:
                 await super().emit(event, data, namespace, room=room, skip_sid=skip)
