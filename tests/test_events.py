@@ -137,6 +137,22 @@ def test_a_timestamp_without_a_zone_is_refused() -> None:
         ev.Connected(user_id="usr_a", timestamp="2025-03-01T09:30:00")
 
 
+@pytest.mark.parametrize("text", ["2025-03-01T09:30:00", "2025-02-30T09:30:00.000Z", "yesterday"])
+def test_a_refused_timestamp_is_refused_every_time(text: str) -> None:
+    # Parsed timestamps are cached (a batch repeats a few); a refusal must not be, nor turn into an acceptance.
+    for _ in range(2):
+        with pytest.raises(ValidationError):
+            ev.Connected(user_id="usr_a", timestamp=text)
+
+
+def test_the_same_timestamp_text_is_normalised_the_same_every_time() -> None:
+    for _ in range(2):
+        assert ev.Connected(user_id="usr_a", timestamp="2025-03-01T13:30:00+04:00").timestamp == \
+            "2025-03-01T09:30:00.000Z"
+        assert ev.Connected(user_id="usr_a", timestamp="2025-03-01T09:30:00.123Z").timestamp == \
+            "2025-03-01T09:30:00.123Z"
+
+
 def test_timestamp_defaults_to_now() -> None:
     before = datetime.now(UTC)
     stamp = datetime.fromisoformat(on_the_wire(ev.Connected(user_id="usr_a"))["timestamp"])
