@@ -123,6 +123,36 @@ async def test_a_batch_of_events_leaves_in_one_write_per_socket_in_order(make_la
         await poller.disconnect()
 
 
+async def test_a_batch_to_several_rooms_leaves_in_one_write_per_socket_in_order(make_lab: MakeLab) -> None:
+    """Events to a user's own room and to a property room, interleaved in one request: a socket in both gets all
+    of its events in one write, in order; a socket in one of them gets only that room's, in one write too."""
+    lab = await make_lab(event_rate=0)
+    both, own_only = await lab.client(USERS[0]), await lab.client(USERS[1])
+    await both.subscribe_property("prop_palm")
+    manager = lab.blocks.gateway.sio.manager
+    frames, calls = manager.fast_writes, manager.write_calls
+    batch = []
+    for n in range(1, 11):
+        batch.append({"event": "notification.created", "data": {"userId": USERS[n % 2], "notification": {
+            "id": f"n{n}", "type": "system", "title": f"note {n}", "body": "b", "read": False,
+            "createdAt": "2026-11-30T02:00:00.000Z"}}})
+        batch.append({"event": "property.funding_updated", "data": {
+            "propertyId": "prop_palm", "property": {"id": "prop_palm", "title": "Palm", "totalTokens": 5000,
+                                                    "soldTokens": n, "availableTokens": 5000 - n,
+                                                    "fundingProgress": n / 50}}})
+    await lab.publish(batch)
+    # USERS[0]: 5 notifications + 10 funding updates; USERS[1]: 5 notifications; one write each.
+    assert (manager.fast_writes - frames, manager.write_calls - calls) == (20, 2)
+    await until(lambda: len(both.received) >= 15 + 2 and len(own_only.events("notification:new")) == 5)
+    mine = [(r.event, r.payload.get("notification", {}).get("id") or r.payload["property"]["soldTokens"])
+            for r in both.received if r.event in ("notification:new", "property:funding_updated")]
+    expected = [(e, v) for n in range(1, 11)
+                for e, v in ((("notification:new", f"n{n}"),) if n % 2 == 0 else ()) + (("property:funding_updated", n),)]
+    assert mine == expected
+    assert [r.payload["notification"]["id"] for r in own_only.events("notification:new")] == \
+        [f"n{n}" for n in range(1, 11, 2)]
+
+
 @pytest.mark.parametrize("transports", [["polling"], ["polling", "websocket"]], ids=["long-polling", "upgrade"])
 async def test_polling_and_upgrading_clients_get_every_event_in_order(lab: Lab, transports: list[str]) -> None:
     client = socketio.AsyncClient()

@@ -100,7 +100,7 @@ class FastManager(socketio.AsyncManager):  # type: ignore[misc]
 
     async def emit_many(self, namespace: str, emits: Sequence[Emit]) -> None:
         """Emit in order; what goes to one idle websocket leaves in one write, each packet encoded once."""
-        if namespace not in self.rooms:
+        if namespace not in self.rooms or not emits:
             return
         try:
             bodies = [orjson.dumps([event, Fragment(data) if type(data) is bytes else data] if data is not None
@@ -111,15 +111,47 @@ class FastManager(socketio.AsyncManager):  # type: ignore[misc]
             return
         # Socket.IO EVENT "2" with its namespace, inside an Engine.IO MESSAGE "4": what packet.encode() makes.
         prefix = b"2" + (namespace.encode() + b"," if namespace != "/" else b"")
+        sio_texts = [prefix + body for body in bodies]
+        frames = [text_frame(b"4" + text) for text in sio_texts]
+        room = emits[0][2]
+        if all(e[2] == room and not e[3] for e in emits):
+            self._emit_to_room(namespace, room, sio_texts, frames)
+        else:
+            self._emit_to_rooms(namespace, emits, sio_texts, frames)
+
+    def _emit_to_room(self, namespace: str, room: Any, sio_texts: list[bytes], frames: list[bytes]) -> None:
+        """Every packet to every member of one room (a fan-out, a replay, a control event): each member gets the
+        same frames, so nothing is kept per recipient (a fan-out to 10,000 sockets built 10,000 tuples and lists
+        per batch, and the garbage collector walked them)."""
+        sockets = self.server.eio.sockets
+        ready: list[asyncio.WriteTransport] = []
+        waiting: list[LeanSocket] = []
+        # Nothing below awaits or calls out, so no socket joins or leaves the room while its members are read.
+        for _, eio_sid in self._members(namespace, room):
+            s = sockets.get(eio_sid)
+            if s is None:  # gone (its disconnect is on its way)
+                continue
+            transport = s.ready_transport()
+            if transport is not None:
+                ready.append(transport)
+            else:
+                waiting.append(s)
+        for transport in ready:  # written once every socket's readiness is decided, as in `_emit_to_rooms`
+            transport.writelines(frames)  # one system call for the whole batch to this socket
+        self.fast_writes += len(frames) * len(ready)
+        self.write_calls += len(ready)
+        self._push(waiting, sio_texts)
+
+    def _emit_to_rooms(self, namespace: str, emits: Sequence[Emit], sio_texts: list[bytes],
+                       frames: list[bytes]) -> None:
+        """Packets to several rooms (per-user events, skips): each socket's frames gathered, then written at once."""
         sockets = self.server.eio.sockets
         # Per socket, decided when first met: its transport (its frames are written together at the end) or
         # None (they take its queue). Nothing is written until every packet is placed, so whether a socket is
         # ready cannot change meanwhile.
         batches: dict[str, tuple[LeanSocket, asyncio.WriteTransport | None, list[bytes]] | None] = {}
-        queued: list[tuple[LeanSocket, str]] = []
-        for (_, _, room, skip), body in zip(emits, bodies, strict=True):
-            sio_text = prefix + body
-            frame = text_frame(b"4" + sio_text)
+        queued: list[tuple[LeanSocket, bytes]] = []
+        for (_, _, room, skip), sio_text, frame in zip(emits, sio_texts, frames, strict=True):
             # Nothing below awaits or calls out, so no socket joins or leaves a room while its members are read.
             for sid, eio_sid in self._members(namespace, room):
                 if sid in skip:
@@ -136,15 +168,25 @@ class FastManager(socketio.AsyncManager):  # type: ignore[misc]
                 if batch[1] is not None:
                     batch[2].append(frame)
                 else:
-                    queued.append((batch[0], sio_text.decode()))
+                    queued.append((batch[0], sio_text))
         for batch in batches.values():
             if batch is None:
                 continue
-            _, transport, frames = batch
+            _, transport, socket_frames = batch
             if transport is not None:
-                transport.writelines(frames)  # one system call for a whole batch of events to this socket
-                self.fast_writes += len(frames)
+                transport.writelines(socket_frames)  # one system call for a whole batch of events to this socket
+                self.fast_writes += len(socket_frames)
                 self.write_calls += 1
         self.queued_writes += len(queued)
         for s, text in queued:
-            s.push(eio_packet.Packet(eio_packet.MESSAGE, text))
+            s.push(eio_packet.Packet(eio_packet.MESSAGE, text.decode()))
+
+    def _push(self, waiting: Sequence[LeanSocket], sio_texts: list[bytes]) -> None:
+        """Each packet, in order, through the send queue of each socket that cannot be written to now."""
+        if not waiting:
+            return
+        texts = [text.decode() for text in sio_texts]
+        self.queued_writes += len(texts) * len(waiting)
+        for s in waiting:
+            for text in texts:
+                s.push(eio_packet.Packet(eio_packet.MESSAGE, text))
