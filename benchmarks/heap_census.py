@@ -2,12 +2,13 @@
 
     .venv/bin/python benchmarks/heap_census.py [--clients 2000] [--top 30] [--no-uvloop]
 
-Runs a gateway in this process (the lab's settings, one user per client, uvloop as `serve` has it) and, in a
-child process, raw Engine.IO websocket clients that connect to `/mobile` with a token, answer pings and
-otherwise stay idle. A first wave of 100 clients warms every one-time cache; then the heap is snapshotted,
-`--clients` more connect, and it is snapshotted again once every welcome is out. Prints the Python heap per
-connection, the allocation sites that hold it (file:line of the allocation, per connection), and the gc-tracked
-objects per connection by type. Loopback only; every wait is bounded.
+Runs a gateway in this process (the lab's settings, one user per client, uvloop and no access log as `serve`
+has them) and, in a child process, raw Engine.IO websocket clients that connect to `/mobile` with a token,
+answer pings and otherwise stay idle. A first wave of 100 clients warms every one-time cache; then the heap
+is snapshotted, `--clients` more connect, and it is snapshotted again once every welcome is out. Prints the
+Python heap per connection, by file and by allocation site (file:line), and the gc-tracked objects per
+connection by type (coroutines by function: the chain an idle connection's task awaits). Loopback only;
+every wait is bounded.
 """
 
 from __future__ import annotations
@@ -69,17 +70,25 @@ def census() -> collections.Counter[str]:
 
 
 async def measure(clients: int, top: int) -> None:
+    from aiohttp import web
+
+    from blocks_rt.app import BLOCKS, create_app
     from blocks_rt.directory import JsonUserDirectory
     from blocks_rt.rooms import User
-    from blocks_rt.testing.lab import Lab
+    from blocks_rt.testing.lab import lab_settings
 
     users = JsonUserDirectory([User(id=f"usr-{n:06d}", email=f"u{n}@example.com", is_active=True)
                                for n in range(WARM + clients)])
-    lab = await Lab.start(users=users)
+    app = create_app(lab_settings(), users=users)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)  # as `serve` runs by default
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    sockets = app[BLOCKS].gateway.sio.eio.sockets
     children: list[subprocess.Popen[str]] = []
 
     async def wave(first: int, count: int) -> None:
-        child = subprocess.Popen([sys.executable, __file__, "--hold", lab.url, str(first), str(count)],
+        child = subprocess.Popen([sys.executable, __file__, "--hold", url, str(first), str(count)],
                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         children.append(child)
         assert child.stdout is not None
@@ -91,17 +100,17 @@ async def measure(clients: int, top: int) -> None:
     try:
         await wave(0, WARM)
         before, objects_before = tracemalloc.take_snapshot(), census()
-        sockets_before = len(lab.blocks.gateway.sio.eio.sockets)
+        sockets_before = len(sockets)
         await wave(WARM, clients)
         after, objects_after = tracemalloc.take_snapshot(), census()
-        connected = len(lab.blocks.gateway.sio.eio.sockets) - sockets_before
+        connected = len(sockets) - sockets_before
         assert connected == clients, f"{connected} of {clients} connected"
     finally:
         for child in children:
             assert child.stdin is not None
             child.stdin.close()
             child.wait(30)
-        await lab.stop()
+        await runner.cleanup()
     ignore = [tracemalloc.Filter(False, tracemalloc.__file__), tracemalloc.Filter(False, "<unknown>")]
     diff = after.filter_traces(ignore).compare_to(before.filter_traces(ignore), "lineno")
     total = sum(d.size_diff for d in diff)

@@ -82,6 +82,10 @@ async def test_an_idle_websocket_connection_keeps_no_handshake_leftovers(lab: La
         assert connect.cr_frame.f_locals["pkt"].data is None
         # The 101's headers are not kept by the response either.
         assert not chain[names.index("FastWebSocket.__call__")].cr_frame.f_locals["self"]._sock.headers
+    # Each connection's environ (kept as long as it) shares its header keys with every other one.
+    first, second = (lab.blocks.gateway.sio.environ[s.sid] for s in engine_sockets(lab))
+    assert [k for k in first if k.startswith("HTTP_")] == [k for k in second if k.startswith("HTTP_")] != []
+    assert all(key is next(k for k in second if k == key) for key in first)
 
 
 async def test_a_slow_reader_gets_every_frame_in_order_then_writes_go_direct_again(make_lab: MakeLab) -> None:
