@@ -82,8 +82,11 @@ async def test_an_idle_websocket_connection_keeps_no_handshake_leftovers(lab: La
         assert connect.cr_frame.f_locals["pkt"].data is None
         # The 101's headers are not kept by the response either.
         assert not chain[names.index("FastWebSocket.__call__")].cr_frame.f_locals["self"]._sock.headers
-    # Each connection's environ (kept as long as it) shares its header keys with every other one.
+    # Each connection's environ (kept as long as it) shares its header keys with every other one, and holds
+    # what is read of it, not WSGI's placeholders.
     first, second = (lab.blocks.gateway.sio.environ[s.sid] for s in engine_sockets(lab))
+    assert {"QUERY_STRING", "REQUEST_METHOD", "HTTP_HOST", "aiohttp.request"} <= set(first)
+    assert not {"wsgi.version", "SERVER_NAME", "RAW_URI"} & set(first)
     assert [k for k in first if k.startswith("HTTP_")] == [k for k in second if k.startswith("HTTP_")] != []
     assert all(key is next(k for k in second if k == key) for key in first)
 

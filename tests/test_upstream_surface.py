@@ -86,7 +86,7 @@ SURFACE = [
              "FastWebSocket reads, and LeanSocket's reader (it awaits the aiohttp response's receive() directly)",
              "(self, handler, server)", "0e6678cb390117e0"),
     Upstream("engineio.async_drivers.aiohttp:translate_request", "wrapped by engine.server.translate_request (the "
-             "same environ, its keys interned), which the driver table `_async['translate_request']` names",
+             "same environ less fields nothing reads, its keys interned), which the driver table `_async['translate_request']` names",
              "(request)", "20aa782740060790"),
     Upstream("engineio.async_drivers.aiohttp:WebSocket.__call__", "copied into FastWebSocket.__call__ (with "
              "compression as configured and the request's protocol kept)", "(self, environ)", "71f9a94476d737c3"),
