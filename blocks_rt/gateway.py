@@ -26,7 +26,7 @@ from .errors import AuthError, BlocksError, ClientRequestError, ServiceUnavailab
 from .eventlog import EventLog
 from .fanout import RoomHost
 from .metrics import Metrics
-from .presence import ClusterPresence, Presence, SocketInfo
+from .presence import NO_ROOMS, ClusterPresence, Presence, SocketInfo
 from .ratelimit import ClientBudget
 from .rooms import RoomKind, User, automatic_rooms, may_read, organization_room, property_room, room_kind
 from .settings import NAMESPACE, Settings
@@ -147,7 +147,7 @@ class Gateway:
         fixed_rooms = tuple(automatic_rooms(user))
         streams = list(dict.fromkeys(fixed_rooms + tuple(readable)))
         info = SocketInfo(sid=sid, user_id=user.id, token_expires_at=claims_exp, fixed_rooms=fixed_rooms,
-                          subscriptions=frozenset(streams) - frozenset(fixed_rooms),
+                          subscriptions=frozenset(streams).difference(fixed_rooms) or NO_ROOMS,
                           budget=ClientBudget(self.settings.client_budget_per_s, self.settings.client_budget_burst))
         self.presence.add(info)
         self.cluster.changed(user.id, +1)
@@ -308,7 +308,7 @@ class Gateway:
     async def _unsubscribe(self, info: SocketInfo, request: Subscription) -> dict[str, Any]:
         room = ROOM_OF[type(request)](request)
         if room in info.subscriptions:
-            info.subscriptions -= {room}
+            info.subscriptions = info.subscriptions - {room} or NO_ROOMS
             await self._leave(info.sid, room)
         return msg.SubscribeAck(room=room).wire()
 

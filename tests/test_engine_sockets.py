@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import types
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
@@ -54,6 +55,40 @@ async def test_an_idle_websocket_connection_owns_no_task_and_no_queue(lab: Lab, 
     # What runs once per connection: aiohttp's connection and request tasks, and the raw client's reader (in
     # this process). Stock engine.io would add a writer, a Queue.get, a websocket wait and a ping sleep.
     await until(lambda: len(asyncio.all_tasks()) - baseline == 3 * len(USERS))
+
+
+def awaited_chain(task: asyncio.Task[object]) -> list[types.CoroutineType[object, object, object]]:
+    """The coroutines `task` is suspended in, outermost first."""
+    chain = []
+    coro = task.get_coro()
+    while isinstance(coro, types.CoroutineType):
+        chain.append(coro)
+        coro = coro.cr_await
+    return chain
+
+
+async def test_an_idle_websocket_connection_keeps_no_handshake_leftovers(lab: Lab, raws: list[RawSocket]) -> None:
+    """Every coroutine an idle connection awaits, and what its frame holds, lives as long as the connection."""
+    raws += [await authed(lab, user) for user in USERS[:2]]
+    chains = [chain for chain in map(awaited_chain, asyncio.all_tasks())
+              if any(c.cr_code.co_qualname == "LeanSocket._websocket_handler" for c in chain)]
+    assert len(chains) == 2
+    for chain in chains:
+        names = [c.cr_code.co_qualname for c in chain]
+        # The reader awaits aiohttp's receive() itself: no wrapper `wait()` and no separate read loop between.
+        assert names[names.index("LeanSocket._websocket_handler") + 1] == "WebSocketResponse.receive", names
+        # python-engineio's connect handler keeps its OPEN packet in a local until the connection ends: emptied.
+        connect = chain[names.index("AsyncServer._handle_connect")]
+        assert connect.cr_frame.f_locals["pkt"].data is None
+        # The 101's headers are not kept by the response either.
+        assert not chain[names.index("FastWebSocket.__call__")].cr_frame.f_locals["self"]._sock.headers
+    # Each connection's environ (kept as long as it) shares its header keys with every other one, and holds
+    # what is read of it, not WSGI's placeholders.
+    first, second = (lab.blocks.gateway.sio.environ[s.sid] for s in engine_sockets(lab))
+    assert {"QUERY_STRING", "REQUEST_METHOD", "HTTP_HOST", "aiohttp.request"} <= set(first)
+    assert not {"wsgi.version", "SERVER_NAME", "RAW_URI"} & set(first)
+    assert [k for k in first if k.startswith("HTTP_")] == [k for k in second if k.startswith("HTTP_")] != []
+    assert all(key is next(k for k in second if k == key) for key in first)
 
 
 async def test_a_slow_reader_gets_every_frame_in_order_then_writes_go_direct_again(make_lab: MakeLab) -> None:

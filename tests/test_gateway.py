@@ -17,6 +17,7 @@ from samples import accepted, envelope
 
 from blocks_rt.client import BlocksClient, ClientError
 from blocks_rt.events import WIRE_EVENTS
+from blocks_rt.presence import NO_ROOMS
 from blocks_rt.reference.services import Services
 from blocks_rt.settings import NAMESPACE
 from blocks_rt.testing.lab import Lab
@@ -187,11 +188,14 @@ async def test_ping_answers_pong_with_a_timestamp(lab: Lab) -> None:
 async def test_subscribe_then_unsubscribe_property(make_lab: MakeLab) -> None:
     lab = await make_lab(event_rate=0)
     chloe = await lab.client("usr_chloe")
+    [info] = [lab.blocks.gateway.presence.get(sid) for sid in lab.blocks.gateway.presence.sids()]
+    assert info is not None and info.subscriptions is NO_ROOMS  # shared, not an empty frozenset per socket
     ack = await chloe.subscribe_property("prop_palm")
     assert ack["success"] is True and ack["room"] == "property:prop_palm"
     assert rooms_of(lab, "usr_chloe") == {"user:usr_chloe", "announcements", "property:prop_palm"}
     assert (await chloe.unsubscribe_property("prop_palm"))["room"] == "property:prop_palm"
     assert rooms_of(lab, "usr_chloe") == {"user:usr_chloe", "announcements"}
+    assert info.subscriptions is NO_ROOMS
     await lab.services.change_property_status("prop_palm", "construction")
     await fence(lab, [chloe])
     assert chloe.events("property:status_changed") == []

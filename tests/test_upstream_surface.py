@@ -28,7 +28,7 @@ from engineio.async_socket import AsyncSocket
 from socketio.async_admin import InstrumentedAsyncServer
 
 from blocks_rt.app import BLOCKS, create_app
-from blocks_rt.engine import admin
+from blocks_rt.engine import admin, server
 from blocks_rt.engine.manager import FastManager
 from blocks_rt.engine.sockets import LeanSocket
 from blocks_rt.testing.lab import Lab, lab_settings
@@ -56,7 +56,8 @@ class Upstream:
 SURFACE = [
     # python-engineio: the server
     Upstream("engineio.async_server:AsyncServer._handle_connect", "adopt() assumes the OPEN packet is the only "
-             "thing queued when the 'connect' event fires, and that schedule_ping() follows it",
+             "thing queued when the 'connect' event fires, that schedule_ping() follows it, and that the packet "
+             "(kept in a local for the connection's life) is not used after it is sent, so adopt() empties it",
              "(self, environ, transport, jsonp_index=None)", "5bd7edc1d1ae115a"),
     Upstream("engineio.async_server:AsyncServer.handle_request", "GatewayEngine answers some requests before it "
              "(unknown transport, second websocket); the rest of its branches are relied on as they are",
@@ -82,7 +83,11 @@ SURFACE = [
              "(self)", "77616d5ca7809257"),
     # python-engineio: the aiohttp websocket wrapper (FastWebSocket's base)
     Upstream("engineio.async_drivers.aiohttp:WebSocket.__init__", "sets handler, server and _sock, which "
-             "FastWebSocket reads", "(self, handler, server)", "0e6678cb390117e0"),
+             "FastWebSocket reads, and LeanSocket's reader (it awaits the aiohttp response's receive() directly)",
+             "(self, handler, server)", "0e6678cb390117e0"),
+    Upstream("engineio.async_drivers.aiohttp:translate_request", "wrapped by engine.server.translate_request (the "
+             "same environ less fields nothing reads, its keys interned), which the driver table `_async['translate_request']` names",
+             "(request)", "20aa782740060790"),
     Upstream("engineio.async_drivers.aiohttp:WebSocket.__call__", "copied into FastWebSocket.__call__ (with "
              "compression as configured and the request's protocol kept)", "(self, environ)", "71f9a94476d737c3"),
     # python-socketio: the server (GatewayServer's base)
@@ -155,6 +160,7 @@ async def test_the_private_state_the_engine_reads_is_there(lab: Lab) -> None:
     eio = sio.eio
     # The driver table python-engineio picks the websocket class from (no public seam to replace it).
     assert issubclass(eio._async["websocket"], engineio_aiohttp.WebSocket)
+    assert eio._async["translate_request"] is server.translate_request
     assert eio._async is not engineio_aiohttp._async, "the engine's own copy, other servers untouched"
     # adopt(): a new socket's queue is an instance attribute, and its class can be swapped.
     raw = AsyncSocket(eio, "probe")

@@ -11,10 +11,11 @@ aiohttp request's protocol (`transport`, `writing_paused`, `get_write_buffer_siz
 - `server.py`: the Engine.IO and Socket.IO servers, narrowed (JSON only, packet and handshake guards,
   prompt answers to oversized long-polling requests) and made to answer as Node's engine.io does where
   python-engineio departs from the Engine.IO v4 protocol (unknown transport or method: 400; a second
-  websocket for an upgraded session: accepted and closed). Private: the Socket.IO server's packet
-  handlers (`_handle_eio_message` and the `_handle_*` it calls, `_trigger_event`, `_send_packet`), its
-  `_engineio_server_class` hook, and the engine's driver table `_async` (the only way to choose the
-  websocket class).
+  websocket for an upgraded session: accepted and closed); each connection's environ shares its header
+  keys with the others (interned) and leaves out the WSGI fields nothing reads. Private: the Socket.IO
+  server's packet handlers (`_handle_eio_message` and the `_handle_*` it calls, `_trigger_event`,
+  `_send_packet`), its `_engineio_server_class` hook, and the engine's driver table `_async` (the only way
+  to choose the websocket class and the environ builder).
 - `sockets.py`: Engine.IO sockets that own no task while idle and write to an idle websocket directly;
   exact heartbeats (a deadline per outstanding ping), exact `pingInterval` in the handshake, closed
   sessions gone at once, and a bound on each socket's unsent bytes (slow consumers are told and closed).

@@ -78,6 +78,8 @@ class FastWebSocket(EngineWebSocket):  # type: ignore[misc]
         self.request_protocol = request.protocol  # public: its transport and `writing_paused` say if a write waits
         self._sock = WebSocketResponse(max_msg_size=self.server.max_http_buffer_size, compress=self.compress)
         await self._sock.prepare(request)
+        # The 101's headers are sent and never read again; the response lives as long as the connection.
+        self._sock.headers.clear()
         # The kernel's share of what a stalled peer has not taken is bounded too: left alone, Linux grows a
         # socket's send buffer up to tcp_wmem's maximum (4 MiB) on top of the bound. It doubles what it is given.
         raw = request.transport.get_extra_info("socket") if request.transport is not None else None
@@ -277,44 +279,45 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
             self.server.spawn(self.close(wait=False, abort=True, reason=self.server.reason.PING_TIMEOUT))
 
     async def _websocket_handler(self, ws: FastWebSocket) -> None:
+        """Receive until the client goes or sends what is not Engine.IO.
+
+        The reading loop is inline and awaits aiohttp's `receive()` itself, not through the wrapper's `wait()`:
+        every coroutine in the chain an idle connection awaits is a frame kept for the connection's life.
+        No read timeout of its own: a client that stops answering pings is closed by its pong deadline,
+        and `close` closes the websocket, which ends this loop.
+        """
         if self.connected and not await self._upgrade(ws):
             return
         self.connected = self.upgraded = True
         self.ws = ws
         if self._queue is not None and not self._queue.empty():  # the OPEN packet, or sends during the upgrade
             self.flusher = asyncio.ensure_future(self._flush(ws))
+        receive = ws._sock.receive
         try:
-            await self._read(ws)
+            while True:
+                try:
+                    pkt = self._decode((await receive()).data)
+                except OSError:  # the connection went while aiohttp closed the websocket
+                    return
+                if pkt is None:
+                    return
+                try:
+                    await self.receive(pkt)
+                except exceptions.UnknownPacketError:
+                    pass
+                except exceptions.SocketIsClosedError:
+                    return
+                except Exception:
+                    self.server.logger.exception("unexpected error on a received packet")
+                del pkt  # not kept alive (the CONNECT packet holds a token) while the next message is awaited
         finally:
             await self.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_CLOSE)
             if self.flusher is not None:
                 await self.flusher
 
-    async def _read(self, ws: FastWebSocket) -> None:
-        """Receive until the client goes or sends what is not Engine.IO.
-
-        No read timeout of its own: a client that stops answering pings is closed by its pong deadline,
-        and `close` closes the websocket, which ends this loop.
-        """
-        while True:
-            try:
-                pkt = self._decode(await ws.wait())
-            except OSError:
-                return
-            if pkt is None:
-                return
-            try:
-                await self.receive(pkt)
-            except exceptions.UnknownPacketError:
-                pass
-            except exceptions.SocketIsClosedError:
-                return
-            except Exception:
-                self.server.logger.exception("unexpected error on a received packet")
-            del pkt  # not kept alive (the CONNECT packet holds a token) while the next message is awaited
-
-    def _decode(self, data: str | bytes | None) -> eio_packet.Packet | None:
-        if data is None or len(data) > self.server.max_http_buffer_size:
+    def _decode(self, data: object) -> eio_packet.Packet | None:
+        """The packet in a websocket message's data; None for a close or an error (not text or bytes), or a bad one."""
+        if not isinstance(data, str | bytes) or len(data) > self.server.max_http_buffer_size:
             return None
         try:
             return eio_packet.Packet(encoded_packet=data)
@@ -349,9 +352,13 @@ def adopt(socket: AsyncSocket) -> LeanSocket:
     opening = queue.get_nowait()
     queue.task_done()
     server = socket.server
-    opening.data["pingInterval"] = round((server.ping_interval + server.ping_interval_grace_period) * 1000)
-    queue.put_nowait(opening)
+    data = {**opening.data, "pingInterval": round((server.ping_interval + server.ping_interval_grace_period) * 1000)}
+    # python-engineio's connect handler keeps its OPEN packet in a local for the whole connection: it is emptied,
+    # and a copy is queued (and dropped once sent).
+    opening.data = None
+    first = eio_packet.Packet(eio_packet.OPEN, data)
+    queue.put_nowait(first)
     lean: LeanSocket = socket
     lean._queue = queue
-    lean.queued_bytes = _size(opening)
+    lean.queued_bytes = _size(first)
     return lean
