@@ -94,7 +94,11 @@ class LocalDelivery:
 
     async def _emit_to_rooms(self, items: Sequence[LoggedEvent]) -> None:
         emits: list[Emit] = []
+        held_or_floored = self._held.keys() | self._floors.keys() if self._held or self._floors else ()
         for item in items:
+            if item.stream not in held_or_floored:  # almost always: nobody on the stream is resuming
+                emits.append((item.event, item.body, item.stream, ()))
+                continue
             skip: list[str] = []
             held = self._held.get(item.stream)
             if held:

@@ -109,17 +109,17 @@ class FastManager(socketio.AsyncManager):  # type: ignore[misc]
             for event, data, room, skip in emits:
                 await super().emit(event, data, namespace, room=room, skip_sid=skip)
             return
-        # Socket.IO EVENT "2" with its namespace, inside an Engine.IO MESSAGE "4": what packet.encode() makes.
-        prefix = b"2" + (namespace.encode() + b"," if namespace != "/" else b"")
-        sio_texts = [prefix + body for body in bodies]
-        frames = [text_frame(b"4" + text) for text in sio_texts]
+        # An Engine.IO MESSAGE "4" holding a Socket.IO EVENT "2" with its namespace: what packet.encode() makes.
+        head = b"42" + (namespace.encode() + b"," if namespace != "/" else b"")
+        packets = [head + body for body in bodies]
+        frames = [text_frame(packet) for packet in packets]
         room = emits[0][2]
         if all(e[2] == room and not e[3] for e in emits):
-            self._emit_to_room(namespace, room, sio_texts, frames)
+            self._emit_to_room(namespace, room, packets, frames)
         else:
-            self._emit_to_rooms(namespace, emits, sio_texts, frames)
+            self._emit_to_rooms(namespace, emits, packets, frames)
 
-    def _emit_to_room(self, namespace: str, room: Any, sio_texts: list[bytes], frames: list[bytes]) -> None:
+    def _emit_to_room(self, namespace: str, room: Any, packets: list[bytes], frames: list[bytes]) -> None:
         """Every packet to every member of one room (a fan-out, a replay, a control event): each member gets the
         same frames, so nothing is kept per recipient (a fan-out to 10,000 sockets built 10,000 tuples and lists
         per batch, and the garbage collector walked them)."""
@@ -140,9 +140,9 @@ class FastManager(socketio.AsyncManager):  # type: ignore[misc]
             transport.writelines(frames)  # one system call for the whole batch to this socket
         self.fast_writes += len(frames) * len(ready)
         self.write_calls += len(ready)
-        self._push(waiting, sio_texts)
+        self._push(waiting, packets)
 
-    def _emit_to_rooms(self, namespace: str, emits: Sequence[Emit], sio_texts: list[bytes],
+    def _emit_to_rooms(self, namespace: str, emits: Sequence[Emit], packets: list[bytes],
                        frames: list[bytes]) -> None:
         """Packets to several rooms (per-user events, skips): each socket's frames gathered, then written at once."""
         sockets = self.server.eio.sockets
@@ -151,7 +151,7 @@ class FastManager(socketio.AsyncManager):  # type: ignore[misc]
         # ready cannot change meanwhile.
         batches: dict[str, tuple[LeanSocket, asyncio.WriteTransport | None, list[bytes]] | None] = {}
         queued: list[tuple[LeanSocket, bytes]] = []
-        for (_, _, room, skip), sio_text, frame in zip(emits, sio_texts, frames, strict=True):
+        for (_, _, room, skip), packet, frame in zip(emits, packets, frames, strict=True):
             # Nothing below awaits or calls out, so no socket joins or leaves a room while its members are read.
             for sid, eio_sid in self._members(namespace, room):
                 if sid in skip:
@@ -168,7 +168,7 @@ class FastManager(socketio.AsyncManager):  # type: ignore[misc]
                 if batch[1] is not None:
                     batch[2].append(frame)
                 else:
-                    queued.append((batch[0], sio_text))
+                    queued.append((batch[0], packet))
         for batch in batches.values():
             if batch is None:
                 continue
@@ -178,14 +178,14 @@ class FastManager(socketio.AsyncManager):  # type: ignore[misc]
                 self.fast_writes += len(socket_frames)
                 self.write_calls += 1
         self.queued_writes += len(queued)
-        for s, text in queued:
-            s.push(eio_packet.Packet(eio_packet.MESSAGE, text.decode()))
+        for s, packet in queued:
+            s.push(eio_packet.Packet(eio_packet.MESSAGE, packet[1:].decode()))  # the queue encodes the "4" itself
 
-    def _push(self, waiting: Sequence[LeanSocket], sio_texts: list[bytes]) -> None:
+    def _push(self, waiting: Sequence[LeanSocket], packets: list[bytes]) -> None:
         """Each packet, in order, through the send queue of each socket that cannot be written to now."""
         if not waiting:
             return
-        texts = [text.decode() for text in sio_texts]
+        texts = [packet[1:].decode() for packet in packets]  # the queue encodes the Engine.IO "4" itself
         self.queued_writes += len(texts) * len(waiting)
         for s in waiting:
             for text in texts:
