@@ -112,11 +112,12 @@ class RawSocket:
         RawSocket.opened.append(self)
 
     @classmethod
-    async def open(cls, url: str, *, headers: dict[str, str] | None = None, query: str = "") -> RawSocket:
+    async def open(cls, url: str, *, headers: dict[str, str] | None = None, query: str = "",
+                   compress: int = 0) -> RawSocket:
         session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
         try:
             ws = await session.ws_connect(f"{url}/socket.io/?EIO=4&transport=websocket{query}",
-                                          headers=headers or {}, max_msg_size=0)
+                                          headers=headers or {}, max_msg_size=0, compress=compress)
         except BaseException:
             await session.close()
             raise
@@ -190,9 +191,10 @@ class RawSocket:
         await self._session.close()
 
 
-async def authed(lab: Lab, user: str = ATTACKER) -> RawSocket:
-    """A raw socket connected to /mobile as `user` (the welcome frames drained up to `stream:resumed`)."""
-    raw = await RawSocket.open(lab.url)
+async def authed(lab: Lab, user: str = ATTACKER, compress: int = 0) -> RawSocket:
+    """A raw socket connected to /mobile as `user` (the welcome frames drained up to `stream:resumed`);
+    `compress`: the permessage-deflate window bits it offers (0: none)."""
+    raw = await RawSocket.open(lab.url, compress=compress)
     reply = await raw.connect({"token": lab.token(user)})
     assert reply is not None and reply.startswith('40/mobile,{"sid"'), reply
     while (frame := await raw.next()) is not None and "stream:resumed" not in frame:

@@ -188,6 +188,25 @@ async def test_a_batch_to_several_rooms_leaves_in_one_write_per_socket_in_order(
         [f"n{n}" for n in range(1, 11, 2)]
 
 
+async def test_with_compression_on_only_a_client_that_negotiated_it_gets_its_frames_through_the_queue(
+        make_lab: MakeLab, raws: list[RawSocket]) -> None:
+    """Frames built once are uncompressed: a socket that negotiated permessage-deflate takes its queue (and gets
+    compressed frames from aiohttp); one that did not is written to directly."""
+    lab = await make_lab(event_rate=0, compression=True)
+    deflating, plain = await authed(lab, USERS[0], compress=15), await authed(lab, USERS[1])
+    raws += [deflating, plain]
+    assert deflating.ws.compress and not plain.ws.compress
+    manager = lab.blocks.gateway.sio.manager
+    frames, queued = manager.fast_writes, manager.queued_writes
+    await lab.publish([{"event": "notification.created", "data": {"userId": user, "notification": {
+        "id": f"n-{user}", "type": "system", "title": "t", "body": "b", "read": False,
+        "createdAt": "2026-11-30T02:00:00.000Z"}}} for user in USERS[:2]])
+    assert (manager.fast_writes - frames, manager.queued_writes - queued) == (1, 1)
+    for raw, user in ((deflating, USERS[0]), (plain, USERS[1])):
+        frame = await raw.next()
+        assert frame is not None and frame.startswith('42/mobile,["notification:new"') and f"n-{user}" in frame
+
+
 @pytest.mark.parametrize("transports", [["polling"], ["polling", "websocket"]], ids=["long-polling", "upgrade"])
 async def test_polling_and_upgrading_clients_get_every_event_in_order(lab: Lab, transports: list[str]) -> None:
     client = socketio.AsyncClient()

@@ -72,12 +72,16 @@ class FastWebSocket(EngineWebSocket):  # type: ignore[misc]
 
     compress = False
     request_protocol: RequestHandler | None = None  # the connection's (public: transport, writing_paused)
+    # Set once the 101 is sent, if the client did not negotiate compression: frames built once may then be written
+    # as they are (a plain attribute: aiohttp's `compress` is a property, read for every recipient of every event).
+    plain = False
 
     async def __call__(self, environ: dict[str, Any]) -> WebSocketResponse:
         request = environ["aiohttp.request"]
         self.request_protocol = request.protocol  # public: its transport and `writing_paused` say if a write waits
         self._sock = WebSocketResponse(max_msg_size=self.server.max_http_buffer_size, compress=self.compress)
         await self._sock.prepare(request)
+        self.plain = not self._sock.compress
         # The 101's headers are sent and never read again; the response lives as long as the connection.
         self._sock.headers.clear()
         # The kernel's share of what a stalled peer has not taken is bounded too: left alone, Linux grows a
@@ -90,8 +94,8 @@ class FastWebSocket(EngineWebSocket):  # type: ignore[misc]
 
     def ready_transport(self) -> asyncio.WriteTransport | None:
         """The transport, if it takes data without waiting (and frames are not compressed)."""
-        sock, protocol = self._sock, self.request_protocol
-        if sock is None or protocol is None or sock.closed or sock.compress:
+        protocol = self.request_protocol
+        if not self.plain or protocol is None or self._sock.closed:
             return None
         transport = protocol.transport
         if transport is None or transport.is_closing() or protocol.writing_paused:
