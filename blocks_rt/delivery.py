@@ -94,9 +94,9 @@ class LocalDelivery:
 
     async def _emit_to_rooms(self, items: Sequence[LoggedEvent]) -> None:
         emits: list[Emit] = []
-        held_or_floored = self._held.keys() | self._floors.keys() if self._held or self._floors else ()
+        holding, floored = self._held, self._floors
         for item in items:
-            if item.stream not in held_or_floored:  # almost always: nobody on the stream is resuming
+            if item.stream not in holding and item.stream not in floored:  # nobody on the stream is resuming
                 emits.append((item.event, item.body, item.stream, ()))
                 continue
             skip: list[str] = []
