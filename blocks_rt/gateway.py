@@ -164,7 +164,9 @@ class Gateway:
             await self._forget(sid)
             raise self._refusal(ServiceUnavailable.code) from None
         self._schedule_expiry(info)
-        self._spawn(self._welcome(sid, user, streams, readable, refused + over))
+        # The CONNECT ack (sent when this returns) and the welcome leave in one write: one read for the client.
+        release = self.sio.hold_writes(sid, NAMESPACE)
+        self._spawn(self._welcome(sid, user, streams, readable, refused + over, release))
 
     async def _authenticate(self, environ: dict[str, Any], auth: Any) -> tuple[User, float, dict[str, str]]:
         token = token_from_handshake(environ, auth)
@@ -189,10 +191,14 @@ class Gateway:
                                    f"more than {self.settings.max_sockets_per_user} connections for this user")
 
     async def _welcome(self, sid: str, user: User, streams: list[str], offsets: dict[str, str],
-                       refused: list[str]) -> None:
-        """After the CONNECT ack (so it follows the client's `connect`): see `LocalDelivery.welcome`."""
+                       refused: list[str], release: Callable[[], None]) -> None:
+        """After the CONNECT ack (so it follows the client's `connect`): see `LocalDelivery.welcome`; then what
+        was held (`release`: the ack, the welcome, anything sent meanwhile) is written."""
         try:
-            await self.delivery.welcome(sid, user.id, streams, offsets, refused)
+            try:
+                await self.delivery.welcome(sid, user.id, streams, offsets, refused)
+            finally:
+                release()
         except Exception:  # the log is unreachable: the client reconnects and resumes later
             log.exception("resume of %s failed", sid)
             await self.end_session(sid, "unavailable", "could not resume your streams; reconnect")
