@@ -318,12 +318,21 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
             self.server.spawn(self.close(wait=False, abort=True, reason=self.server.reason.PING_TIMEOUT))
 
     async def _websocket_handler(self, ws: FastWebSocket) -> None:
-        if self.connected and not await self._upgrade(ws):
+        upgrade = self.connected
+        if upgrade and not await self._upgrade(ws):
             return
         self.connected = self.upgraded = True
         self.ws = ws
-        if self._queue is not None and not self._queue.empty():  # the OPEN packet, or sends during the upgrade
-            self.flusher = asyncio.ensure_future(self._flush(ws))
+        queue = self._queue
+        if queue is not None and not queue.empty():  # the OPEN packet, or sends during the upgrade
+            if not upgrade and queue.qsize() == 1 and ws.ready_transport() is not None:
+                # A new websocket's OPEN packet, alone (see `adopt`): written now, without a task to drain it.
+                opening = queue.get_nowait()
+                self._dequeued(opening)
+                self._queue = None
+                self.push(opening)
+            else:
+                self.flusher = asyncio.ensure_future(self._flush(ws))
         try:
             await self._read(ws)
         finally:
