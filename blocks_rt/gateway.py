@@ -159,6 +159,7 @@ class Gateway:
                 joined.add(stream)
         except Exception:  # the fan-out (Redis) is unreachable: refuse rather than accept a deaf socket
             log.exception("joining the rooms of %s failed", sid)
+            self.delivery.drop(sid, streams)  # held on all of them, joined or not
             info.fixed_rooms = tuple(r for r in info.fixed_rooms if r in joined)
             info.subscriptions &= joined
             await self._forget(sid)
@@ -217,9 +218,9 @@ class Gateway:
     async def _forget(self, sid: str) -> None:
         """Undo what a connect set up for `sid`: presence, holds, timers, hosted rooms."""
         info = self.presence.remove(sid)
-        self.delivery.drop(sid)
         if info is None:
             return
+        self.delivery.drop(sid, info.rooms())
         if info.timer is not None:
             info.timer.cancel()
         self.cluster.changed(info.user_id, -1)
@@ -315,6 +316,7 @@ class Gateway:
         room = ROOM_OF[type(request)](request)
         if room in info.subscriptions:
             info.subscriptions -= {room}
+            self.delivery.drop(info.sid, [room])  # its floor there, which no event may come to end
             await self._leave(info.sid, room)
         return msg.SubscribeAck(room=room).wire()
 
