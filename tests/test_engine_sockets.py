@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -41,13 +42,21 @@ async def raws() -> AsyncIterator[list[RawSocket]]:
         await raw.close()
 
 
+def server_queues(raws: list[RawSocket]) -> int:
+    """asyncio queues alive in this process, but the raw clients' own inboxes."""
+    inboxes = {id(raw._inbox) for raw in raws}
+    return sum(1 for o in gc.get_objects() if isinstance(o, asyncio.Queue) and id(o) not in inboxes)
+
+
 async def test_an_idle_websocket_connection_owns_no_task_and_no_queue(lab: Lab, raws: list[RawSocket]) -> None:
     """Stock python-engineio keeps four tasks and a queue per connection; here only aiohttp's own two remain."""
     baseline = len(asyncio.all_tasks())
+    queues = server_queues(raws)
     raws += [await authed(lab, user) for user in USERS]
     sockets = engine_sockets(lab)
     assert len(sockets) == len(USERS)
     await until(lambda: all(s.flusher is None and s._queue is None for s in sockets))
+    assert server_queues(raws) == queues, "a queue kept alive per connection (by a reference left somewhere)"
     assert all(isinstance(s, LeanSocket) for s in sockets)
     manager = lab.blocks.gateway.sio.manager
     sids = set(lab.blocks.gateway.presence.sids())

@@ -323,14 +323,10 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
             return
         self.connected = self.upgraded = True
         self.ws = ws
-        queue = self._queue
-        if queue is not None and not queue.empty():  # the OPEN packet, or sends during the upgrade
-            if not upgrade and queue.qsize() == 1 and ws.ready_transport() is not None:
-                # A new websocket's OPEN packet, alone (see `adopt`): written now, without a task to drain it.
-                opening = queue.get_nowait()
-                self._dequeued(opening)
-                self._queue = None
-                self.push(opening)
+        # No local names for the queue or its packets here: this frame lives as long as the connection.
+        if self._queue is not None and not self._queue.empty():  # the OPEN packet, or sends during the upgrade
+            if not upgrade and self._queue.qsize() == 1 and ws.ready_transport() is not None:
+                self._write_opening()
             else:
                 self.flusher = asyncio.ensure_future(self._flush(ws))
         try:
@@ -339,6 +335,14 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
             await self.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_CLOSE)
             if self.flusher is not None:
                 await self.flusher
+
+    def _write_opening(self) -> None:
+        """A new websocket's OPEN packet, alone in the queue (see `adopt`): written now, without a task to drain
+        a queue of one; the queue goes."""
+        opening = self.queue.get_nowait()
+        self._dequeued(opening)
+        self._queue = None
+        self.push(opening)
 
     async def _read(self, ws: FastWebSocket) -> None:
         """Receive until the client goes or sends what is not Engine.IO.
