@@ -318,18 +318,31 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
             self.server.spawn(self.close(wait=False, abort=True, reason=self.server.reason.PING_TIMEOUT))
 
     async def _websocket_handler(self, ws: FastWebSocket) -> None:
-        if self.connected and not await self._upgrade(ws):
+        upgrade = self.connected
+        if upgrade and not await self._upgrade(ws):
             return
         self.connected = self.upgraded = True
         self.ws = ws
+        # No local names for the queue or its packets here: this frame lives as long as the connection.
         if self._queue is not None and not self._queue.empty():  # the OPEN packet, or sends during the upgrade
-            self.flusher = asyncio.ensure_future(self._flush(ws))
+            if not upgrade and self._queue.qsize() == 1 and ws.ready_transport() is not None:
+                self._write_opening()
+            else:
+                self.flusher = asyncio.ensure_future(self._flush(ws))
         try:
             await self._read(ws)
         finally:
             await self.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_CLOSE)
             if self.flusher is not None:
                 await self.flusher
+
+    def _write_opening(self) -> None:
+        """A new websocket's OPEN packet, alone in the queue (see `adopt`): written now, without a task to drain
+        a queue of one; the queue goes."""
+        opening = self.queue.get_nowait()
+        self._dequeued(opening)
+        self._queue = None
+        self.push(opening)
 
     async def _read(self, ws: FastWebSocket) -> None:
         """Receive until the client goes or sends what is not Engine.IO.
