@@ -25,6 +25,7 @@ _KEY_TYPES: dict[str, tuple[type, ...]] = {
 }
 _SUBJECT = re.compile(r"[A-Za-z0-9_.@-]{1,128}")
 AUTH_FAILED = "Authentication failed"
+_KNOWN_HEADERS = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +118,11 @@ class TokenVerifier:
         if missing:
             raise ValueError(f"no key for {missing}: set BLOCKS_RT_JWT_PUBLIC_KEY_FILE or BLOCKS_RT_JWT_JWKS_FILE")
         self._settings = settings
+        # One PyJWT with its options merged once (a call with options merges them with the defaults each time).
+        # `aud` is always verified: a token meant for another audience is refused even when none is configured.
+        self._jwt = jwt.PyJWT({"require": ["exp", "sub"], "verify_aud": True,
+                               "verify_iss": settings.jwt_issuer is not None})
+        self._known_headers: dict[str, tuple[str, list[_Key]]] = {}
 
     def _candidates(self, header: Mapping[str, Any]) -> list[_Key]:
         alg = header.get("alg")
@@ -135,17 +141,39 @@ class TokenVerifier:
         return candidates
 
     def verify(self, token: str | None) -> Claims:
-        s = self._settings
+        """The token's claims, verified by PyJWT in one parse when its header is one a valid token had before.
+
+        Tokens of one issuer share their header (alg, typ, kid), so the key choice made for the header of a
+        token that verified is kept, and the next token with that same header segment is only decoded (the
+        header alone would parse the whole token once more). A token refused as `token_invalid` that way
+        takes the full path, whose parse names a malformed token as such.
+        """
         if not token:
             raise AuthError("no token provided", code="token_missing")
-        if len(token) > s.max_token_bytes:
+        if len(token) > self._settings.max_token_bytes:
             raise AuthError("token too large", code="token_too_large")
+        header_segment = token.partition(".")[0]
+        known = self._known_headers.get(header_segment)
+        if known is not None:
+            try:
+                return self._claims(self._decode(token, *known))
+            except AuthError as exc:
+                if exc.code != "token_invalid":
+                    raise
         try:
             header = jwt.get_unverified_header(token)
         except (jwt.PyJWTError, ValueError, TypeError, RecursionError):
             raise AuthError("token is not a JWT", code="token_malformed") from None
         candidates = self._candidates(header)
-        claims = self._decode(token, str(header["alg"]), candidates)
+        choice = str(header["alg"]), candidates
+        claims = self._claims(self._decode(token, *choice))
+        if len(self._known_headers) >= _KNOWN_HEADERS:  # only headers of verified tokens get here: a few
+            self._known_headers.clear()
+        self._known_headers[header_segment] = choice
+        return claims
+
+    @staticmethod
+    def _claims(claims: dict[str, Any]) -> Claims:
         sub = claims.get("sub")
         if not isinstance(sub, str) or not _SUBJECT.fullmatch(sub):  # fullmatch: `$` lets a trailing newline in
             raise AuthError("bad subject", code="token_subject")
@@ -166,11 +194,9 @@ class TokenVerifier:
 
     def _decode_with(self, token: str, alg: str, key: Any) -> dict[str, Any]:
         s = self._settings
-        # `aud` is always verified: a token meant for another audience is refused even when none is configured.
-        options = {"require": ["exp", "sub"], "verify_aud": True, "verify_iss": s.jwt_issuer is not None}
         try:
-            return jwt.decode(token, key, algorithms=[alg], options=options,  # type: ignore[arg-type]
-                              audience=s.jwt_audience, issuer=s.jwt_issuer, leeway=s.jwt_leeway_s)
+            return self._jwt.decode(token, key, algorithms=[alg], audience=s.jwt_audience, issuer=s.jwt_issuer,
+                                    leeway=s.jwt_leeway_s)
         except jwt.InvalidSignatureError:
             raise AuthError("bad signature", code="token_signature") from None
         except jwt.ExpiredSignatureError:

@@ -159,12 +159,15 @@ class Gateway:
                 joined.add(stream)
         except Exception:  # the fan-out (Redis) is unreachable: refuse rather than accept a deaf socket
             log.exception("joining the rooms of %s failed", sid)
+            self.delivery.drop(sid, streams)  # held on all of them, joined or not
             info.fixed_rooms = tuple(r for r in info.fixed_rooms if r in joined)
             info.subscriptions &= joined
             await self._forget(sid)
             raise self._refusal(ServiceUnavailable.code) from None
         self._schedule_expiry(info)
-        self._spawn(self._welcome(sid, user, streams, readable, refused + over))
+        # The CONNECT ack (sent when this returns) and the welcome leave in one write: one read for the client.
+        release = self.sio.hold_writes(sid, NAMESPACE)
+        self._spawn(self._welcome(sid, user, streams, readable, refused + over, release))
 
     async def _authenticate(self, environ: dict[str, Any], auth: Any) -> tuple[User, float, dict[str, str]]:
         token = token_from_handshake(environ, auth)
@@ -189,10 +192,14 @@ class Gateway:
                                    f"more than {self.settings.max_sockets_per_user} connections for this user")
 
     async def _welcome(self, sid: str, user: User, streams: list[str], offsets: dict[str, str],
-                       refused: list[str]) -> None:
-        """After the CONNECT ack (so it follows the client's `connect`): see `LocalDelivery.welcome`."""
+                       refused: list[str], release: Callable[[], None]) -> None:
+        """After the CONNECT ack (so it follows the client's `connect`): see `LocalDelivery.welcome`; then what
+        was held (`release`: the ack, the welcome, anything sent meanwhile) is written."""
         try:
-            await self.delivery.welcome(sid, user.id, streams, offsets, refused)
+            try:
+                await self.delivery.welcome(sid, user.id, streams, offsets, refused)
+            finally:
+                release()
         except Exception:  # the log is unreachable: the client reconnects and resumes later
             log.exception("resume of %s failed", sid)
             await self.end_session(sid, "unavailable", "could not resume your streams; reconnect")
@@ -211,9 +218,9 @@ class Gateway:
     async def _forget(self, sid: str) -> None:
         """Undo what a connect set up for `sid`: presence, holds, timers, hosted rooms."""
         info = self.presence.remove(sid)
-        self.delivery.drop(sid)
         if info is None:
             return
+        self.delivery.drop(sid, info.rooms())
         if info.timer is not None:
             info.timer.cancel()
         self.cluster.changed(info.user_id, -1)
@@ -309,6 +316,7 @@ class Gateway:
         room = ROOM_OF[type(request)](request)
         if room in info.subscriptions:
             info.subscriptions = info.subscriptions - {room} or NO_ROOMS
+            self.delivery.drop(info.sid, [room])  # its floor there, which no event may come to end
             await self._leave(info.sid, room)
         return msg.SubscribeAck(room=room).wire()
 

@@ -222,3 +222,31 @@ def test_minted_tokens_carry_the_configured_issuer_and_audience() -> None:
     decoded = jwt.decode(token, LAB_SECRET, algorithms=["HS256"], audience=AUDIENCE)
     assert (decoded["sub"], decoded["iss"], decoded["exp"] - decoded["iat"]) == ("usr_amira", ISSUER, 60)
     assert TokenVerifier(settings).verify(token).user_id == "usr_amira"
+
+
+def test_a_token_with_a_known_header_is_parsed_once_and_refusals_keep_their_codes(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a valid token, the next with the same header segment goes to PyJWT's decode alone (the header
+    is not parsed on its own again); every refusal still names its reason as on a first token."""
+    verifier = TokenVerifier(Settings(jwt_secret=LAB_SECRET))
+    assert verifier.verify(signed(claims())).user_id == "usr_amira"
+    header_parses: list[str] = []
+    parse = jwt.get_unverified_header
+    monkeypatch.setattr(jwt, "get_unverified_header", lambda token: header_parses.append(token) or parse(token))
+    assert verifier.verify(signed(claims("usr_ben"))).user_id == "usr_ben"
+    assert header_parses == []
+    header, payload, signature = signed(claims()).split(".")
+    refused = {
+        "token_malformed": [f"{header}.{payload}", f"{header}.!!.{signature}", f"{header}.{payload}.!!"],
+        "token_invalid": [jwt.api_jws.encode(b"not json", LAB_SECRET, algorithm="HS256"),
+                          signed(claims(exp="never"))],
+        "token_signature": [swapped_payload(signed(claims()), "usr_ben")],
+        "token_expired": [signed(claims(ttl=-60))],
+        "token_subject": [signed(claims("bad subject"))],
+    }
+    for code, tokens in refused.items():
+        for token in tokens:
+            assert token.partition(".")[0] == header, "not the known header: the test would prove nothing"
+            with pytest.raises(AuthError) as info:
+                verifier.verify(token)
+            assert info.value.code == code, token

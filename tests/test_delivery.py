@@ -135,7 +135,7 @@ async def test_a_floor_ends_at_the_first_event_above_it(world: World) -> None:
 async def test_a_dropped_socket_is_neither_buffered_for_nor_skipped(world: World) -> None:
     world.delivery.hold(RESUMING, [AMIRA])
     await world.publish()
-    world.delivery.drop(RESUMING)
+    world.delivery.drop(RESUMING, [AMIRA])
     await world.delivery.release(RESUMING, {})  # nothing left to flush
     assert world.rooms.numbers(RESUMING) == []
     await world.publish()

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import types
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -11,9 +12,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import aiohttp
 import pytest
 import socketio
+from samples import envelope
 from security_kit import RawSocket, authed
 
-from blocks_rt.engine.sockets import LeanSocket
+from blocks_rt.engine.sockets import LeanSocket, text_frame
 from blocks_rt.rooms import user_room
 from blocks_rt.settings import NAMESPACE
 from blocks_rt.testing.lab import Lab
@@ -41,13 +43,21 @@ async def raws() -> AsyncIterator[list[RawSocket]]:
         await raw.close()
 
 
+def server_queues(raws: list[RawSocket]) -> int:
+    """asyncio queues alive in this process, but the raw clients' own inboxes."""
+    inboxes = {id(raw._inbox) for raw in raws}
+    return sum(1 for o in gc.get_objects() if isinstance(o, asyncio.Queue) and id(o) not in inboxes)
+
+
 async def test_an_idle_websocket_connection_owns_no_task_and_no_queue(lab: Lab, raws: list[RawSocket]) -> None:
     """Stock python-engineio keeps four tasks and a queue per connection; here only aiohttp's own two remain."""
     baseline = len(asyncio.all_tasks())
+    queues = server_queues(raws)
     raws += [await authed(lab, user) for user in USERS]
     sockets = engine_sockets(lab)
     assert len(sockets) == len(USERS)
     await until(lambda: all(s.flusher is None and s._queue is None for s in sockets))
+    assert server_queues(raws) == queues, "a queue kept alive per connection (by a reference left somewhere)"
     assert all(isinstance(s, LeanSocket) for s in sockets)
     manager = lab.blocks.gateway.sio.manager
     sids = set(lab.blocks.gateway.presence.sids())
@@ -297,3 +307,62 @@ async def test_a_socket_that_stops_reading_is_ended_as_a_slow_consumer_and_resum
     everything = [r.event_id for r in reader.events("reward:distributed")]
     assert seen + [r.event_id for r in resumed.events("reward:distributed")] == everything
     assert len(set(everything)) == published
+
+
+class WriteRecorder:
+    """Stands in for a connection's transport (what the engine writes to directly) and records each write call."""
+
+    def __init__(self, transport: asyncio.WriteTransport) -> None:
+        self.transport = transport
+        self.calls: list[list[bytes]] = []
+
+    def write(self, data: bytes) -> None:
+        self.calls.append([bytes(data)])
+        self.transport.write(data)
+
+    def writelines(self, frames: list[bytes]) -> None:
+        self.calls.append([bytes(f) for f in frames])
+        self.transport.writelines(frames)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.transport, name)
+
+
+async def test_a_connect_is_answered_in_one_write_ack_then_welcome_then_replay(lab: Lab,
+                                                                                raws: list[RawSocket]) -> None:
+    """The CONNECT ack (python-socketio's), `connected`, the replay and `stream:resumed` (the gateway's
+    welcome, another task) leave in one write: the client wakes up and reads once, not once per frame."""
+    stream = user_room("usr_amira")
+    offset = await lab.blocks.log.head(stream)
+    status, _ = await lab.publish([envelope("notification.created", user="usr_amira", ident=str(n)) for n in (1, 2)])
+    assert status == 202
+    raw = await RawSocket.open(lab.url)
+    raws.append(raw)
+    (socket,) = engine_sockets(lab)
+    assert socket.ws is not None and socket.ws.request_protocol is not None
+    protocol = socket.ws.request_protocol
+    recorder = WriteRecorder(protocol.transport)  # type: ignore[arg-type]
+    protocol.transport = recorder  # type: ignore[assignment]
+    await raw.send(f"40{NAMESPACE}," + json.dumps({"token": lab.token("usr_amira"), "offsets": {stream: offset}}))
+    while (frame := await raw.next()) is not None and "stream:resumed" not in frame:
+        pass
+    kinds = ["ack" if f.startswith(f"40{NAMESPACE},") else json.loads(f.split(",", 1)[1])[0] for f in raw.frames]
+    assert kinds == ["ack", "connected", "notification:new", "notification:new", "stream:resumed"]
+    assert recorder.calls == [[text_frame(frame.encode()) for frame in raw.frames]]
+
+
+async def test_writes_held_for_a_connect_go_out_first_when_the_socket_closes(lab: Lab,
+                                                                             raws: list[RawSocket]) -> None:
+    """What is held for one write is never lost or overtaken: a close (which takes the queue) writes it first."""
+    raw = await authed(lab, "usr_ben")
+    raws.append(raw)
+    raw.frames.clear()
+    sio = lab.blocks.gateway.sio
+    (sid,) = lab.blocks.gateway.presence.sids()
+    (socket,) = engine_sockets(lab)
+    sio.hold_writes(sid, NAMESPACE)
+    await sio.emit("held", {"n": 1}, to=sid, namespace=NAMESPACE)
+    assert socket.cork is not None and len(socket.cork.frames) == 1
+    await socket.close(wait=False, abort=False)
+    assert await raw.closed_by_server()
+    assert raw.frames == [f'42{NAMESPACE},["held",{{"n":1}}]', "1"]  # then the engine's CLOSE packet

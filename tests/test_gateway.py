@@ -382,3 +382,29 @@ async def test_default_pacing_delays_but_never_drops(lab: Lab) -> None:
         await lab.services.notify("usr_ben", "system", f"n{n}", "paced at 10/s per stream and type")
     got = await ben.wait_for("notification:new", count=3)
     assert [r.payload["notification"]["title"] for r in got] == ["n0", "n1", "n2"]
+
+
+async def test_a_socket_leaves_no_hold_or_floor_behind_once_it_left_a_room_or_disconnected(lab: Lab) -> None:
+    """A welcome (and a subscribe) leaves a floor for the socket on each of its streams until their next event;
+    leaving the room or disconnecting removes it there, and only there (a disconnect no longer walks them all)."""
+    gateway = lab.blocks.gateway
+    delivery = gateway.delivery
+    stays, leaves = await lab.client("usr_ben"), await lab.client("usr_amira")
+    await leaves.subscribe_property("prop_palm")
+    await leaves.subscribe_property("prop_marina")
+    (sid,) = gateway.presence.sockets_of("usr_amira")
+
+    def streams_of(sid: str) -> set[str]:
+        return {stream for table in (delivery._held, delivery._floors) for stream, sids in table.items() if sid in sids}
+
+    assert {"property:prop_palm", "property:prop_marina", "user:usr_amira"} <= streams_of(sid)
+    await leaves.unsubscribe_property("prop_palm")
+    assert "property:prop_palm" not in streams_of(sid) and "property:prop_marina" in streams_of(sid)
+    others = {s: streams_of(s) for s in gateway.presence.sids() if s != sid}
+    await leaves.disconnect()
+    async with asyncio.timeout(5):
+        while sid in gateway.presence.sids():
+            await asyncio.sleep(0.01)
+    assert streams_of(sid) == set()
+    assert {s: streams_of(s) for s in others} == others and all(others.values())
+    await stays.disconnect()

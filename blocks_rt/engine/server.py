@@ -34,7 +34,7 @@ from ..errors import ClientRequestError
 from ..messages import error_ack
 from .deadlines import Deadline, Deadlines
 from .manager import FastManager
-from .sockets import FastWebSocket, SlowConsumerHook, adopt
+from .sockets import FastWebSocket, LeanSocket, SlowConsumerHook, adopt
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,10 @@ def translate_request(request: web.Request) -> dict[str, Any]:
     """
     environ = aiohttp_driver.translate_request(request)
     return {sys.intern(key): value for key, value in environ.items() if key not in _UNREAD_ENVIRON}
+
+
+def _nothing_held() -> None:
+    pass
 
 
 class GatewayEngine(engineio.AsyncServer):  # type: ignore[misc]
@@ -137,6 +141,17 @@ class GatewayServer(socketio.AsyncServer):  # type: ignore[misc]
 
     def _engineio_server_class(self) -> type[engineio.AsyncServer]:
         return GatewayEngine
+
+    def hold_writes(self, sid: str, namespace: str) -> Callable[[], None]:
+        """Keep what is written to `sid` until the returned function is called, then write it at once.
+
+        See `LeanSocket.hold_writes`; on long-polling (its packets already leave together) nothing is held.
+        """
+        socket = self.eio.sockets.get(self.manager.eio_sid_from_sid(sid, namespace))
+        if not isinstance(socket, LeanSocket) or socket.ws is None:
+            return _nothing_held
+        socket.hold_writes()
+        return socket.release_writes
 
     def on_slow_consumer(self, namespace: str, farewell: Callable[[str], tuple[str, Any] | None]) -> None:
         """`farewell(sid)`: the last event (name, data) a slow consumer in `namespace` gets before it is closed."""

@@ -8,6 +8,8 @@ deadline are entries in the engine's heap of deadlines, and a packet to an idle 
 to its transport. A send queue and a task to drain it exist only while packets wait behind a busy or
 paused transport (a slow reader), or while the socket is on long-polling or mid-upgrade; so per-socket
 order and back-pressure are those of the stock queue.
+A connect's answer (python-socketio's CONNECT ack, then the gateway's welcome from another task) is held
+and written in one go (`hold_writes`): the client wakes up and reads once instead of once per frame.
 
 Where this departs from stock, it follows the Engine.IO v4 protocol and Node's server:
 - a client that does not answer a ping is closed `pingTimeout` after that ping (one deadline per
@@ -60,6 +62,22 @@ def text_frame(payload: bytes) -> bytes:
     else:
         header = struct.pack("!BBQ", _TEXT, 127, n)
     return header + payload
+
+
+class Cork(asyncio.WriteTransport):
+    """Stands in for a corked socket's transport: what is written is kept, to leave later in one write."""
+
+    __slots__ = ("frames",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.frames: list[bytes] = []
+
+    def write(self, data: Any) -> None:
+        self.frames.append(data)
+
+    def writelines(self, list_of_data: Any) -> None:
+        self.frames.extend(list_of_data)
 
 
 def _size(pkt: eio_packet.Packet | None) -> int:
@@ -121,6 +139,7 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
     queued_bytes = 0  # what waits in `queue`, roughly (the length of each packet's data)
     slow = False  # ended as a slow consumer: further messages are dropped
     polling = False  # a long-polling GET is waiting for packets
+    cork: Cork | None = None  # while set, direct writes wait in it (`hold_writes`)
     _queue: asyncio.Queue[eio_packet.Packet | None] | None = None
 
     @property
@@ -140,7 +159,28 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
         if ws is None or self.flusher is not None or self.closing:
             return None
         queue = self._queue
-        return ws.ready_transport() if queue is None or queue.empty() else None
+        transport = ws.ready_transport() if queue is None or queue.empty() else None
+        return self.cork if transport is not None and self.cork is not None else transport
+
+    def hold_writes(self) -> None:
+        """Keep what is written directly from now on, until `release_writes`, to leave in one write.
+
+        A connect's answer (the CONNECT ack, then the gateway's welcome) is a few small frames written by
+        two tasks: the client reads each write on its own. Anything that takes the queue meanwhile (a paused
+        or closing transport, `close`) releases first, so the order of writes stays the order of sends.
+        """
+        if self.ws is not None and self.cork is None:
+            self.cork = Cork()
+
+    def release_writes(self) -> None:
+        cork = self.cork
+        if cork is None:
+            return
+        del self.cork  # back to the class's None: an idle socket keeps no attribute for it
+        protocol = self.ws.request_protocol if self.ws is not None else None
+        if cork.frames and protocol is not None and protocol.transport is not None:
+            # Paused or not, as a batch is written whole: what was held is one connect's answer (and replay).
+            protocol.transport.writelines(cork.frames)
 
     async def send(self, pkt: eio_packet.Packet) -> None:
         if await self.check_ping_timeout():
@@ -164,6 +204,7 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
             self.end_slow_consumer()
 
     def _enqueue(self, pkt: eio_packet.Packet | None) -> None:
+        self.release_writes()  # what was held was sent before `pkt`
         self.queue.put_nowait(pkt)
         self.queued_bytes += _size(pkt)
         if self.ws is not None and self.flusher is None:
@@ -290,12 +331,17 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
         No read timeout of its own: a client that stops answering pings is closed by its pong deadline,
         and `close` closes the websocket, which ends this loop.
         """
-        if self.connected and not await self._upgrade(ws):
+        upgrade = self.connected
+        if upgrade and not await self._upgrade(ws):
             return
         self.connected = self.upgraded = True
         self.ws = ws
+        # No local names for the queue or its packets here: this frame lives as long as the connection.
         if self._queue is not None and not self._queue.empty():  # the OPEN packet, or sends during the upgrade
-            self.flusher = asyncio.ensure_future(self._flush(ws))
+            if not upgrade and self._queue.qsize() == 1 and ws.ready_transport() is not None:
+                self._write_opening()
+            else:
+                self.flusher = asyncio.ensure_future(self._flush(ws))
         receive = ws._sock.receive
         try:
             while True:
@@ -318,6 +364,14 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
             await self.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_CLOSE)
             if self.flusher is not None:
                 await self.flusher
+
+    def _write_opening(self) -> None:
+        """A new websocket's OPEN packet, alone in the queue (see `adopt`): written now, without a task to drain
+        a queue of one; the queue goes."""
+        opening = self.queue.get_nowait()
+        self._dequeued(opening)
+        self._queue = None
+        self.push(opening)
 
     def _decode(self, data: object) -> eio_packet.Packet | None:
         """The packet in a websocket message's data; None for a close or an error (not text or bytes), or a bad one."""
