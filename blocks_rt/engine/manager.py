@@ -8,7 +8,8 @@ or in flight, transport not paused) gets the same bytes written straight to its 
 recipient (polling, something pending, a slow reader, an upgrade in progress) takes its send queue, which
 keeps its ordering and back-pressure. The events of one batch (a publish request, a replay) are placed
 first and written after, so a socket gets all of its frames of the batch in one write: the system call
-per delivery, which was the floor of the fan-out's cost, becomes one per socket per batch.
+per delivery, which was the floor of the fan-out's cost, becomes one per socket per batch. A batch whose events
+all go to one room (a fan-out, a replay) keeps nothing per recipient: every member gets the same list of frames.
 A client manager on top of python-socketio, not a fork.
 """
 
