@@ -25,7 +25,7 @@ import orjson
 from .bus import DomainEvent
 from .delivery import Dispatcher, PerEvent
 from .errors import BlocksError, InvalidEvent
-from .eventlog import EventLog, LoggedEvent, parse_event_id
+from .eventlog import EventLog, LoggedEvent, parse_event_id, stamp
 from .router import route
 
 KEY_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
@@ -224,10 +224,10 @@ async def already_logged(log: EventLog, batch: Sequence[DomainEvent], since: int
     for name, deliveries in routed:
         items = []
         for d in deliveries:
-            expected = d.payload
+            # The same bytes as the kept event once stamped with its id: compared as encoded, nothing decoded per
+            # kept event (the payload's encoding is the serializer's, the same for both attempts).
             match = next((item for item in kept[d.stream] if item.event_id not in used and item.event == d.event
-                          and {k: v for k, v in item.payload.items() if k not in ("eventId", "stream")} == expected),
-                         None)
+                          and stamp(d, *parse_event_id(item.event_id), item.logged_at).body == item.body), None)
             if match is None:
                 return None
             used.add(match.event_id)

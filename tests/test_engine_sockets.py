@@ -44,7 +44,9 @@ async def raws() -> AsyncIterator[list[RawSocket]]:
 
 
 def server_queues(raws: list[RawSocket]) -> int:
-    """asyncio queues alive in this process, but the raw clients' own inboxes."""
+    """asyncio queues alive in this process, but the raw clients' own inboxes (garbage collected first: a queue
+    dropped in a reference cycle by an earlier test would otherwise be counted, or not, by the collector's timing)."""
+    gc.collect()
     inboxes = {id(raw._inbox) for raw in raws}
     return sum(1 for o in gc.get_objects() if isinstance(o, asyncio.Queue) and id(o) not in inboxes)
 
