@@ -128,7 +128,7 @@ async def snapshot(lab: Lab) -> dict[str, int]:
             "rooms": len(rooms), "room members": sum(len(m) for m in rooms.values()),
             "presence sockets": gateway.presence.socket_count, "presence users": gateway.presence.user_count,
             # blocks-rt's own bookkeeping (private attributes of our classes, read here only to count them)
-            "room index": len(sio.manager._rooms_of), "held streams": len(gateway.delivery._held),
+            "room index": sum(map(len, sio.manager._rooms_of.values())), "held streams": len(gateway.delivery._held),
             "floored streams": len(gateway.delivery._floors), "pending closes": len(sio.eio._tasks)}
 
 

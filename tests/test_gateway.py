@@ -19,6 +19,7 @@ from blocks_rt.client import BlocksClient, ClientError
 from blocks_rt.events import WIRE_EVENTS
 from blocks_rt.presence import NO_ROOMS
 from blocks_rt.reference.services import Services
+from blocks_rt.rooms import ANNOUNCEMENTS
 from blocks_rt.settings import NAMESPACE
 from blocks_rt.testing.lab import Lab
 
@@ -408,3 +409,23 @@ async def test_a_socket_leaves_no_hold_or_floor_behind_once_it_left_a_room_or_di
     assert streams_of(sid) == set()
     assert {s: streams_of(s) for s in others} == others and all(others.values())
     await stays.disconnect()
+
+
+async def test_the_room_index_follows_joins_and_leaves_and_forgets_a_disconnected_socket(lab: Lab) -> None:
+    """The manager's per-socket room index (what a disconnect leaves from) agrees with the rooms at every step."""
+    manager = lab.blocks.gateway.sio.manager
+    client = await lab.client("usr_amira")
+    (sid,) = lab.blocks.gateway.presence.sockets_of("usr_amira")
+    await client.subscribe_property("prop_palm")
+    await client.subscribe_property("prop_palm")  # again: still one entry
+    await client.subscribe_property("prop_marina")
+    assert manager.get_rooms(sid, NAMESPACE) == ["user:usr_amira", ANNOUNCEMENTS, "property:prop_palm",
+                                                 "property:prop_marina"]
+    await client.unsubscribe_property("prop_palm")
+    assert manager.get_rooms(sid, NAMESPACE) == ["user:usr_amira", ANNOUNCEMENTS, "property:prop_marina"]
+    await client.disconnect()
+    async with asyncio.timeout(5):
+        while sid in lab.blocks.gateway.presence.sids():
+            await asyncio.sleep(0.01)
+    assert manager.get_rooms(sid, NAMESPACE) == [] and sid not in manager._rooms_of[NAMESPACE]
+    assert all(sid not in members for members in manager.rooms.get(NAMESPACE, {}).values())
