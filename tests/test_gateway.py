@@ -411,6 +411,21 @@ async def test_a_socket_leaves_no_hold_or_floor_behind_once_it_left_a_room_or_di
     await stays.disconnect()
 
 
+@pytest.mark.parametrize("transports", [["websocket"], ["polling", "websocket"], ["polling"]])
+async def test_a_socket_s_environ_has_its_client_s_address(lab: Lab, transports: list[str]) -> None:
+    """What `get_environ` (and the Admin UI's socket list) says of a client's address is where it connects from:
+    here 127.0.0.2 (loopback, to the gateway on 127.0.0.1), not a fixed 127.0.0.1."""
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=("127.0.0.2", 0)))
+    sio = socketio.AsyncClient(reconnection=False, http_session=session)
+    try:
+        await sio.connect(lab.url, namespaces=[NAMESPACE], transports=transports,
+                          auth={"token": lab.token("usr_amira")}, wait_timeout=5)
+        (sid,) = lab.blocks.gateway.presence.sockets_of("usr_amira")
+        assert lab.blocks.gateway.sio.get_environ(sid, namespace=NAMESPACE)["REMOTE_ADDR"] == "127.0.0.2"
+    finally:
+        await sio.disconnect()
+        await session.close()
+
 async def test_the_room_index_follows_joins_and_leaves_and_forgets_a_disconnected_socket(lab: Lab) -> None:
     """The manager's per-socket room index (what a disconnect leaves from) agrees with the rooms at every step."""
     manager = lab.blocks.gateway.sio.manager
