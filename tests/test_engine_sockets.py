@@ -12,10 +12,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import aiohttp
 import pytest
 import socketio
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
 from samples import envelope
 from security_kit import RawSocket, authed
 
-from blocks_rt.engine.sockets import LeanSocket, text_frame
+from blocks_rt.engine.sockets import LeanSocket
+from blocks_rt.engine.websocket import WebSocketConnection, text_frame
 from blocks_rt.rooms import user_room
 from blocks_rt.settings import NAMESPACE
 from blocks_rt.testing.lab import Lab
@@ -52,7 +55,7 @@ def server_queues(raws: list[RawSocket]) -> int:
 
 
 async def test_an_idle_websocket_connection_owns_no_task_and_no_queue(lab: Lab, raws: list[RawSocket]) -> None:
-    """Stock python-engineio keeps four tasks and a queue per connection; here only aiohttp's own two remain."""
+    """Stock python-engineio keeps four tasks and a queue per connection, on top of aiohttp's two; here none."""
     baseline = len(asyncio.all_tasks())
     queues = server_queues(raws)
     raws += [await authed(lab, user) for user in USERS]
@@ -64,9 +67,10 @@ async def test_an_idle_websocket_connection_owns_no_task_and_no_queue(lab: Lab, 
     manager = lab.blocks.gateway.sio.manager
     sids = set(lab.blocks.gateway.presence.sids())
     assert len(sids) == len(USERS) and not sids & set(manager.rooms[NAMESPACE]), "a room per socket id"
-    # What runs once per connection: aiohttp's connection and request tasks, and the raw client's reader (in
-    # this process). Stock engine.io would add a writer, a Queue.get, a websocket wait and a ping sleep.
-    await until(lambda: len(asyncio.all_tasks()) - baseline == 3 * len(USERS))
+    # What runs once per connection: the raw client's reader (in this process). Stock engine.io would add a writer,
+    # a Queue.get, a websocket wait and a ping sleep, and aiohttp its connection and request tasks.
+    await until(lambda: len(asyncio.all_tasks()) - baseline == len(USERS))
+    assert all(isinstance(s.ws, WebSocketConnection) for s in sockets)
 
 
 def awaited_chain(task: asyncio.Task[object]) -> list[types.CoroutineType[object, object, object]]:
@@ -79,9 +83,31 @@ def awaited_chain(task: asyncio.Task[object]) -> list[types.CoroutineType[object
     return chain
 
 
-async def test_an_idle_websocket_connection_keeps_no_handshake_leftovers(lab: Lab, raws: list[RawSocket]) -> None:
-    """Every coroutine an idle connection awaits, and what its frame holds, lives as long as the connection."""
-    raws += [await authed(lab, user) for user in USERS[:2]]
+async def test_an_idle_taken_over_websocket_keeps_nothing_of_its_http_request(lab: Lab,
+                                                                              raws: list[RawSocket]) -> None:
+    """Once taken over from aiohttp, nothing of the upgrade request stays: no task, no request, no aiohttp protocol
+    (the connection is a WebSocketConnection), and each environ shares its header keys with every other one."""
+    gc.collect()
+    handlers = sum(1 for o in gc.get_objects() if isinstance(o, RequestHandler))
+    raws += [await authed(lab, user) for user in USERS[:3]]
+    assert not [chain for chain in map(awaited_chain, asyncio.all_tasks())
+                if any(c.cr_code.co_qualname.startswith(("LeanSocket.", "RequestHandler.")) for c in chain)]
+    gc.collect()
+    assert sum(1 for o in gc.get_objects() if isinstance(o, RequestHandler)) == handlers
+    assert not any(isinstance(o, web.BaseRequest) for o in gc.get_objects())
+    first, second, _ = (lab.blocks.gateway.sio.environ[s.sid] for s in engine_sockets(lab))
+    assert {"QUERY_STRING", "REQUEST_METHOD", "HTTP_HOST"} <= set(first)
+    assert not {"wsgi.version", "SERVER_NAME", "RAW_URI", "aiohttp.request", "wsgi.input"} & set(first)
+    assert [k for k in first if k.startswith("HTTP_")] == [k for k in second if k.startswith("HTTP_")] != []
+    assert all(key is next(k for k in second if k == key) for key in first)
+    assert not lab.blocks.gateway.sio.eio.taken_over ^ {s.ws for s in engine_sockets(lab)}
+
+
+async def test_an_idle_aiohttp_websocket_keeps_no_handshake_leftovers(make_lab: MakeLab, raws: list[RawSocket]) -> None:
+    """On aiohttp's path (here: permessage-deflate), every coroutine an idle connection awaits, and what its frame
+    holds, lives as long as the connection."""
+    lab = await make_lab(compression=True)
+    raws += [await authed(lab, user, compress=15) for user in USERS[:2]]
     chains = [chain for chain in map(awaited_chain, asyncio.all_tasks())
               if any(c.cr_code.co_qualname == "LeanSocket._websocket_handler" for c in chain)]
     assert len(chains) == 2
@@ -94,13 +120,10 @@ async def test_an_idle_websocket_connection_keeps_no_handshake_leftovers(lab: La
         assert connect.cr_frame.f_locals["pkt"].data is None
         # The 101's headers are not kept by the response either.
         assert not chain[names.index("FastWebSocket.__call__")].cr_frame.f_locals["self"]._sock.headers
-    # Each connection's environ (kept as long as it) shares its header keys with every other one, and holds
-    # what is read of it, not WSGI's placeholders.
-    first, second = (lab.blocks.gateway.sio.environ[s.sid] for s in engine_sockets(lab))
+    # The environ of aiohttp's websockets keeps its request (the websocket is that request's response).
+    first, _ = (lab.blocks.gateway.sio.environ[s.sid] for s in engine_sockets(lab))
     assert {"QUERY_STRING", "REQUEST_METHOD", "HTTP_HOST", "aiohttp.request"} <= set(first)
     assert not {"wsgi.version", "SERVER_NAME", "RAW_URI"} & set(first)
-    assert [k for k in first if k.startswith("HTTP_")] == [k for k in second if k.startswith("HTTP_")] != []
-    assert all(key is next(k for k in second if k == key) for key in first)
 
 
 async def test_a_slow_reader_gets_every_frame_in_order_then_writes_go_direct_again(make_lab: MakeLab) -> None:
@@ -279,6 +302,8 @@ async def test_a_socket_that_stops_reading_is_ended_as_a_slow_consumer_and_resum
             pass
         offsets = json.loads(frame.split(",", 1)[1])[1]["offsets"]
         (slow_sid,) = set(gateway.presence.sids()) - before
+        slow = gateway.sio.eio.sockets[gateway.sio.manager.eio_sid_from_sid(slow_sid, NAMESPACE)]
+        assert isinstance(slow.ws, WebSocketConnection)  # taken over from aiohttp (no compression)
         # From here this client reads nothing: its kernel buffers fill, then the server's, up to the bound.
         published = 0
         while slow_sid in gateway.presence.sids() and published < 20_000:
@@ -289,6 +314,7 @@ async def test_a_socket_that_stops_reading_is_ended_as_a_slow_consumer_and_resum
             await reader.wait_until(lambda n=published: len(reader.events("reward:distributed")) == n, timeout=30)
         assert slow_sid not in gateway.presence.sids(), "never ended: the bound is not enforced"
         assert len(engine_sockets(lab)) == 1, "the slow consumer's engine session (and what it buffered) is gone"
+        assert slow.slow and slow.closed
         # Reading again: what was already on its way, then why it was ended, then the close.
         seen: list[str] = []
         ended = None
@@ -341,10 +367,10 @@ async def test_a_connect_is_answered_in_one_write_ack_then_welcome_then_replay(l
     raw = await RawSocket.open(lab.url)
     raws.append(raw)
     (socket,) = engine_sockets(lab)
-    assert socket.ws is not None and socket.ws.request_protocol is not None
-    protocol = socket.ws.request_protocol
-    recorder = WriteRecorder(protocol.transport)  # type: ignore[arg-type]
-    protocol.transport = recorder  # type: ignore[assignment]
+    connection = socket.ws
+    assert isinstance(connection, WebSocketConnection)
+    recorder = WriteRecorder(connection.transport)
+    connection.transport = recorder  # type: ignore[assignment]
     await raw.send(f"40{NAMESPACE}," + json.dumps({"token": lab.token("usr_amira"), "offsets": {stream: offset}}))
     while (frame := await raw.next()) is not None and "stream:resumed" not in frame:
         pass

@@ -16,12 +16,14 @@ import importlib
 import inspect
 import re
 import tomllib
+import types
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 
 import engineio
 import socketio
+from aiohttp.web_protocol import RequestHandler
 from bidict import bidict
 from engineio.async_drivers import aiohttp as engineio_aiohttp
 from engineio.async_socket import AsyncSocket
@@ -67,8 +69,11 @@ SURFACE = [
     # python-engineio: the socket (LeanSocket's base; adopt() swaps the class of a live socket)
     Upstream("engineio.async_socket:AsyncSocket._websocket_handler", "replaced by LeanSocket's (reader inline, "
              "no writer task)", "(self, ws)", "27f120df4d717a24"),
-    Upstream("engineio.async_socket:AsyncSocket._upgrade_websocket", "makes the websocket from the driver table "
+    Upstream("engineio.async_socket:AsyncSocket._upgrade_websocket", "extended by LeanSocket (a direct, uncompressed "
+             "websocket is taken over from aiohttp); for the rest it makes the websocket from the driver table "
              "`_async['websocket']` that GatewayEngine.use_websocket fills", "(self, environ)", "820b83efe96adb98"),
+    Upstream("engineio.async_socket:AsyncSocket.handle_get_request", "calls _upgrade_websocket for a websocket "
+             "request and returns its response (TakenOver) as it is", "(self, environ)", "05eaae9f0a60d9be"),
     Upstream("engineio.async_socket:AsyncSocket.schedule_ping", "replaced: a deadline instead of a task",
              "(self)", "fe316639159cd70d"),
     Upstream("engineio.async_socket:AsyncSocket.poll", "replaced: bounded payloads, NOOP on a client close",
@@ -90,6 +95,23 @@ SURFACE = [
              "(request)", "20aa782740060790"),
     Upstream("engineio.async_drivers.aiohttp:WebSocket.__call__", "copied into FastWebSocket.__call__ (with "
              "compression as configured and the request's protocol kept)", "(self, environ)", "71f9a94476d737c3"),
+    # aiohttp: what takes a websocket's transport over relies on (engine/websocket.py)
+    Upstream("aiohttp.web_protocol:RequestHandler.start", "after a response whose keep_alive is false the handler "
+             "task ends, and closes only the transport it still has (take_over leaves it none)", "(self) -> None",
+             "2e565fd40c8e04fb"),
+    Upstream("aiohttp.web_protocol:RequestHandler.finish_response", "calls only prepare() and write_eof() of the "
+             "handler's response (TakenOver's write nothing) and logs the access",
+             "(self, request: aiohttp.web_request.BaseRequest, resp: aiohttp.web_response.StreamResponse, "
+             "start_time: float | None) -> tuple[aiohttp.web_response.StreamResponse, bool]", "b7eb53db8f4b30ca"),
+    Upstream("aiohttp.web_protocol:RequestHandler.data_received", "bytes behind an upgrade request wait in "
+             "`_message_tail` (take_over leaves such a connection to aiohttp)", "(self, data: bytes) -> None",
+             "1ee57ebe052e6c80"),
+    Upstream("aiohttp.web_protocol:RequestHandler.keep_alive", "take_over turns keep-alive off (its timer goes)",
+             "(self, val: bool) -> None", "c393d9ac05c3017f"),
+    Upstream("aiohttp.web_server:Server.connection_lost", "take_over tells aiohttp's server (the handler's "
+             "`_manager`) that the connection is gone, so its shutdown does not wait on or close it",
+             "(self, handler: aiohttp.web_protocol.RequestHandler, exc: BaseException | None = None) -> None",
+             "fff3ade6ffe866a8"),
     # python-socketio: the server (GatewayServer's base)
     Upstream("socketio.async_server:AsyncServer._engineio_server_class", "GatewayServer returns GatewayEngine",
              "(self)"),
@@ -179,6 +201,9 @@ async def test_the_private_state_the_engine_reads_is_there(lab: Lab) -> None:
         assert hasattr(sio.manager, name), name
     assert socketio.AsyncServer.__init__.__code__.co_varnames[1] == "client_manager"
     assert isinstance(engineio.payload.Payload.max_decode_packets, int)
+    # take_over(): aiohttp's request handler, its server and the bytes it holds behind an upgrade request.
+    assert {"_manager", "_message_tail", "transport"} <= set(RequestHandler.__slots__) | set(dir(RequestHandler))
+    assert isinstance(RequestHandler.__dict__["_manager"], types.MemberDescriptorType)
 
 
 def test_the_upstream_names_the_admin_relies_on_are_there() -> None:

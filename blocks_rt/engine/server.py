@@ -35,6 +35,7 @@ from ..messages import error_ack
 from .deadlines import Deadline, Deadlines
 from .manager import FastManager
 from .sockets import FastWebSocket, LeanSocket, SlowConsumerHook, adopt
+from .websocket import WebSocketConnection
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,9 @@ class GatewayEngine(engineio.AsyncServer):  # type: ignore[misc]
         self.deadlines = Deadlines()  # every connection's deadlines: handshake, pings, token expiry
         self.max_socket_buffer_bytes = max_socket_buffer_bytes
         self.on_slow_consumer: SlowConsumerHook = lambda eio_sid: None
+        self.websocket_compression = False
+        # Websockets taken over from aiohttp (engine/websocket.py): its runner no longer closes them at shutdown.
+        self.taken_over: set[WebSocketConnection] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def spawn(self, coro: Any) -> None:
@@ -89,6 +93,7 @@ class GatewayEngine(engineio.AsyncServer):  # type: ignore[misc]
         """Serve websockets with FastWebSocket, and make environs with shared keys; in this engine's own copy of
         the driver table (no public seam)."""
         websocket = type("ConfiguredWebSocket", (FastWebSocket,), {"compress": compress})
+        self.websocket_compression = compress
         self._async = {**self._async, "websocket": websocket, "translate_request": translate_request}
 
     def attach(self, app: web.Application, engineio_path: str = "engine.io") -> None:
@@ -101,6 +106,7 @@ class GatewayEngine(engineio.AsyncServer):  # type: ignore[misc]
     async def shutdown(self) -> None:
         self.deadlines.close()
         await super().shutdown()
+        await asyncio.gather(*(ws.shut() for ws in list(self.taken_over)), return_exceptions=True)
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def handle_request(self, request: web.Request, *args: Any, **kwargs: Any) -> web.StreamResponse:

@@ -23,6 +23,11 @@ Where this departs from stock, it follows the Engine.IO v4 protocol and Node's s
   buffer of a websocket is capped at the same size (Linux would grow it to 4 MiB).
 A closing websocket that cannot flush (a vanished or non-reading peer) is aborted `pingTimeout` later.
 
+A socket writes to one of two websockets, through the same few methods (`ready_transport`, `writelines`,
+`send`, `close`, `abort`): a `websocket.WebSocketConnection`, which a websocket opened directly and
+uncompressed is taken over to at the handshake (nothing of aiohttp's request stays alive), or aiohttp's
+(`FastWebSocket`: compressed, or upgraded from long-polling), read by `_websocket_handler`.
+
 Hooks on python-engineio's socket and its aiohttp websocket wrapper, not a fork: the engine hands each new
 socket to `adopt()` before it is used.
 """
@@ -30,8 +35,6 @@ socket to `adopt()` before it is used.
 from __future__ import annotations
 
 import asyncio
-import socket
-import struct
 import time
 from collections.abc import Callable
 from typing import Any
@@ -45,23 +48,10 @@ from engineio.async_socket import AsyncSocket
 from engineio.payload import Payload
 
 from .deadlines import Deadline
-
-_TEXT = 0x81  # FIN + text opcode
+from .websocket import WebSocketConnection, bound_send_buffer, take_over, text_frame
 
 SlowConsumerHook = Callable[[str], str | None]
 """Told an engine session id whose socket is a slow consumer; returns its last message (or None)."""
-
-
-def text_frame(payload: bytes) -> bytes:
-    """An unmasked (server → client) websocket text frame."""
-    n = len(payload)
-    if n < 126:
-        header = struct.pack("!BB", _TEXT, n)
-    elif n < 65536:
-        header = struct.pack("!BBH", _TEXT, 126, n)
-    else:
-        header = struct.pack("!BBQ", _TEXT, 127, n)
-    return header + payload
 
 
 class Cork(asyncio.WriteTransport):
@@ -102,11 +92,8 @@ class FastWebSocket(EngineWebSocket):  # type: ignore[misc]
         self.plain = not self._sock.compress
         # The 101's headers are sent and never read again; the response lives as long as the connection.
         self._sock.headers.clear()
-        # The kernel's share of what a stalled peer has not taken is bounded too: left alone, Linux grows a
-        # socket's send buffer up to tcp_wmem's maximum (4 MiB) on top of the bound. It doubles what it is given.
-        raw = request.transport.get_extra_info("socket") if request.transport is not None else None
-        if raw is not None:
-            raw.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, max(4096, self.server.max_socket_buffer_bytes // 2))
+        if request.transport is not None:
+            bound_send_buffer(request.transport, self.server.max_socket_buffer_bytes)
         await self.handler(self)
         return self._sock
 
@@ -120,6 +107,11 @@ class FastWebSocket(EngineWebSocket):  # type: ignore[misc]
             return None
         return transport
 
+    def writelines(self, frames: list[bytes]) -> None:
+        protocol = self.request_protocol
+        if protocol is not None and protocol.transport is not None:
+            protocol.transport.writelines(frames)
+
     def abort(self) -> None:
         """Drop the connection and whatever it still buffers (the peer stopped reading)."""
         protocol = self.request_protocol
@@ -132,7 +124,7 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
 
     last_ping: float | None
     connected: bool
-    ws: FastWebSocket | None = None  # set once the socket is on the websocket transport
+    ws: FastWebSocket | WebSocketConnection | None = None  # set once the socket is on the websocket transport
     flusher: asyncio.Task[None] | None = None  # drains `queue` while packets wait in it
     heartbeat: Deadline | None = None  # the next ping, or the outstanding ping's pong deadline
     closing_deadline: Deadline | None = None  # when a closing websocket that cannot flush is aborted
@@ -177,10 +169,9 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
         if cork is None:
             return
         del self.cork  # back to the class's None: an idle socket keeps no attribute for it
-        protocol = self.ws.request_protocol if self.ws is not None else None
-        if cork.frames and protocol is not None and protocol.transport is not None:
+        if cork.frames and self.ws is not None:
             # Paused or not, as a batch is written whole: what was held is one connect's answer (and replay).
-            protocol.transport.writelines(cork.frames)
+            self.ws.writelines(cork.frames)
 
     async def send(self, pkt: eio_packet.Packet) -> None:
         if await self.check_ping_timeout():
@@ -254,7 +245,7 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
             packets.append(pkt)
         return packets
 
-    async def _flush(self, ws: FastWebSocket) -> None:
+    async def _flush(self, ws: FastWebSocket | WebSocketConnection) -> None:
         queue = self.queue
         try:
             while not queue.empty():
@@ -323,8 +314,44 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
             # No CLOSE packet (Node sends none either): the peer is not listening; the websocket is closed.
             self.server.spawn(self.close(wait=False, abort=True, reason=self.server.reason.PING_TIMEOUT))
 
+    async def _upgrade_websocket(self, environ: dict[str, Any]) -> Any:
+        """A websocket opened directly (not an upgrade from long-polling) is taken over from aiohttp if it can be
+        (`websocket.take_over`); the rest go through aiohttp's websocket and `_websocket_handler`."""
+        if not self.connected:
+            taken = take_over(self, environ, self.server.websocket_compression)
+            if taken is not None:
+                return taken
+        return await super()._upgrade_websocket(environ)
+
+    def open_websocket(self, ws: FastWebSocket | WebSocketConnection, upgrade: bool) -> None:
+        """The socket is on `ws` from now on: what waits (the OPEN packet, or sends during an upgrade) goes out."""
+        self.connected = self.upgraded = True
+        self.ws = ws
+        # No local names for the queue or its packets here: the caller's frame may live as long as the connection.
+        if self._queue is not None and not self._queue.empty():
+            if not upgrade and self._queue.qsize() == 1 and ws.ready_transport() is not None:
+                self._write_opening()
+            else:
+                self.flusher = asyncio.ensure_future(self._flush(ws))
+
+    async def received(self, data: object) -> bool:
+        """Handle one websocket message; False when the connection is to end (not Engine.IO, or the socket closed)."""
+        pkt = self._decode(data)
+        if pkt is None:
+            return False
+        try:
+            await self.receive(pkt)
+        except exceptions.UnknownPacketError:
+            pass
+        except exceptions.SocketIsClosedError:
+            return False
+        except Exception:
+            self.server.logger.exception("unexpected error on a received packet")
+        return True
+
     async def _websocket_handler(self, ws: FastWebSocket) -> None:
-        """Receive until the client goes or sends what is not Engine.IO.
+        """Receive until the client goes or sends what is not Engine.IO (aiohttp's websockets: see
+        `_upgrade_websocket`).
 
         The reading loop is inline and awaits aiohttp's `receive()` itself, not through the wrapper's `wait()`:
         every coroutine in the chain an idle connection awaits is a frame kept for the connection's life.
@@ -334,32 +361,15 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
         upgrade = self.connected
         if upgrade and not await self._upgrade(ws):
             return
-        self.connected = self.upgraded = True
-        self.ws = ws
-        # No local names for the queue or its packets here: this frame lives as long as the connection.
-        if self._queue is not None and not self._queue.empty():  # the OPEN packet, or sends during the upgrade
-            if not upgrade and self._queue.qsize() == 1 and ws.ready_transport() is not None:
-                self._write_opening()
-            else:
-                self.flusher = asyncio.ensure_future(self._flush(ws))
+        self.open_websocket(ws, upgrade)
         receive = ws._sock.receive
         try:
             while True:
                 try:
-                    pkt = self._decode((await receive()).data)
+                    if not await self.received((await receive()).data):
+                        return
                 except OSError:  # the connection went while aiohttp closed the websocket
                     return
-                if pkt is None:
-                    return
-                try:
-                    await self.receive(pkt)
-                except exceptions.UnknownPacketError:
-                    pass
-                except exceptions.SocketIsClosedError:
-                    return
-                except Exception:
-                    self.server.logger.exception("unexpected error on a received packet")
-                del pkt  # not kept alive (the CONNECT packet holds a token) while the next message is awaited
         finally:
             await self.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_CLOSE)
             if self.flusher is not None:

@@ -1,0 +1,338 @@
+"""Websockets the engine takes over from aiohttp at the handshake: an idle connection is a protocol object.
+
+On aiohttp, a websocket lives inside the HTTP request that opened it: for as long as the connection, its
+handler task awaits a chain of a dozen coroutines (aiohttp's request handler, python-engineio's connect
+handlers, the socket's reader, `WebSocketResponse.receive`), and keeps the request with its parsed headers,
+aiohttp's protocol and parser, and the response's reader and writer. That was two thirds of what an idle
+connection cost (`benchmarks/heap_census.py`: about 13 of 19.8 KiB of Python heap).
+
+A websocket opened directly (Engine.IO `transport=websocket`, not an upgrade from long-polling) and without
+permessage-deflate is answered here instead: the RFC 6455 handshake is checked with aiohttp's own
+`WebSocketResponse.can_prepare`, the 101 is written with the headers aiohttp sends, and the TCP transport is
+switched to a `WebSocketConnection` in the same synchronous step, so no byte can reach aiohttp after it.
+aiohttp is then made to forget the connection without closing it (its request handler ends, and its server
+no longer lists it), and the engine's shutdown closes what it took over. Frames are parsed as they arrive;
+a task exists only while received messages are being handled (reading pauses while more than a few wait, so
+a flooding client is back-pressured), none while the connection is idle. Compressed websockets, long-polling
+and the polling → websocket upgrade stay on aiohttp's path (`sockets.FastWebSocket`).
+
+Private aiohttp names relied on (listed in tests/test_upstream_surface.py): the request handler's `_manager`
+(aiohttp's server, told the connection is gone) and `_message_tail` (bytes a client sent behind the upgrade
+request before the 101, which aiohttp's path handles: such a connection is left to it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import socket
+import struct
+from collections import deque
+from email.utils import formatdate
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from aiohttp.http import SERVER_SOFTWARE
+
+if TYPE_CHECKING:
+    from .sockets import LeanSocket
+
+_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 §1.3
+_TEXT, _BINARY, _CLOSE, _PING, _PONG = 0x1, 0x2, 0x8, 0x9, 0xA
+_FIN = 0x80
+_PROTOCOL_ERROR, _INVALID_DATA, _TOO_BIG = 1002, 1007, 1009
+_BACKLOG = 16  # received messages waiting to be handled before reading pauses
+
+
+def frame(opcode: int, payload: bytes) -> bytes:
+    """An unmasked (server → client), unfragmented websocket frame."""
+    n = len(payload)
+    first = _FIN | opcode
+    if n < 126:
+        header = struct.pack("!BB", first, n)
+    elif n < 65536:
+        header = struct.pack("!BBH", first, 126, n)
+    else:
+        header = struct.pack("!BBQ", first, 127, n)
+    return header + payload
+
+
+def text_frame(payload: bytes) -> bytes:
+    return frame(_TEXT, payload)
+
+
+def _close_frame(code: int) -> bytes:
+    return frame(_CLOSE, struct.pack("!H", code))
+
+
+def _unmask(mask: bytes, payload: bytes) -> bytes:
+    n = len(payload)
+    key = int.from_bytes((mask * (n // 4 + 1))[:n], "little")
+    return (int.from_bytes(payload, "little") ^ key).to_bytes(n, "little")
+
+
+def bound_send_buffer(transport: asyncio.BaseTransport, max_socket_buffer_bytes: int) -> None:
+    """Cap the kernel's share of what a stalled peer has not taken: left alone, Linux grows a socket's send buffer
+    up to tcp_wmem's maximum (4 MiB) on top of the engine's bound. It doubles what it is given."""
+    raw = transport.get_extra_info("socket")
+    if raw is not None:
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, max(4096, max_socket_buffer_bytes // 2))
+
+
+class TakenOver(web.StreamResponse):
+    """What the upgrade request's handler returns to aiohttp: the 101 is out already, nothing more is written."""
+
+    def __init__(self) -> None:
+        super().__init__(status=101)
+
+    async def prepare(self, request: web.BaseRequest) -> None:
+        return None
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        return None
+
+
+def take_over(socket: LeanSocket, environ: dict[str, Any], compress: bool) -> TakenOver | None:
+    """Answer a direct websocket's handshake and take its transport from aiohttp; None if it stays aiohttp's."""
+    request: web.Request = environ["aiohttp.request"]
+    handler = request.protocol
+    transport, server = handler.transport, handler._manager
+    if (transport is None or server is None or transport.is_closing() or handler._message_tail
+            or (compress and "permessage-deflate" in request.headers.get("Sec-WebSocket-Extensions", "").lower())
+            or not web.WebSocketResponse().can_prepare(request).ok):
+        return None  # aiohttp's path answers it (compression, bytes sent before the 101, or a refusal)
+    key = request.headers["Sec-WebSocket-Key"].encode()
+    accept = base64.b64encode(hashlib.sha1(key + _GUID).digest()).decode()
+    transport.write(f"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n"
+                    f"Sec-WebSocket-Accept: {accept}\r\nDate: {formatdate(usegmt=True)}\r\n"
+                    f"Server: {SERVER_SOFTWARE}\r\n\r\n".encode())
+    connection = WebSocketConnection(socket, transport)
+    transport.set_protocol(connection)
+    # aiohttp forgets the connection: no keep-alive timer, no transport to close when the handler returns, and
+    # its server (which closes what it lists at shutdown) drops it once the handler task ends.
+    handler.keep_alive(False)
+    handler.transport = None
+    server.connection_lost(handler, None)
+    # The environ lives as long as the connection (python-socketio keeps it): not the request, nor its payload.
+    del environ["aiohttp.request"]
+    environ.pop("wsgi.input", None)
+    bound_send_buffer(transport, socket.server.max_socket_buffer_bytes)
+    socket.open_websocket(connection, upgrade=False)
+    return TakenOver()
+
+
+class WebSocketConnection(asyncio.Protocol):
+    """A taken-over websocket: RFC 6455 framing for one Engine.IO socket, and its write back-pressure."""
+
+    __slots__ = ("socket", "transport", "max_size", "pending", "fragments", "fragmented", "inbox", "reader",
+                 "reading_paused", "writing_paused", "drained", "closing", "lost", "closed", "ended")
+
+    def __init__(self, socket: LeanSocket, transport: asyncio.Transport) -> None:
+        self.socket = socket
+        self.transport = transport
+        self.max_size: int = socket.server.max_http_buffer_size
+        self.pending: bytearray | None = None  # the start of a frame not fully received
+        self.fragments: bytearray | None = None  # a fragmented message so far
+        self.fragmented = 0  # its opcode
+        self.inbox: deque[str | bytes | None] | None = None  # received messages not yet handled; None ends
+        self.reader: asyncio.Task[None] | None = None  # handles the inbox while it is not empty
+        self.reading_paused = False
+        self.writing_paused = False
+        self.drained: asyncio.Future[None] | None = None  # awaited by a send while writing is paused
+        self.closing = False  # a close frame was sent (or the connection dropped): nothing more is written
+        self.lost = False
+        self.closed: asyncio.Future[None] | None = None  # awaited until the connection is gone
+        self.ended = False  # the socket's end is queued: nothing more is received
+        socket.server.taken_over.add(self)
+
+    # --- sending (the interface LeanSocket writes through, as it does through FastWebSocket) ----------------
+    def ready_transport(self) -> asyncio.WriteTransport | None:
+        """The transport, if it takes data without waiting."""
+        return None if self.closing or self.writing_paused else self.transport
+
+    def writelines(self, frames: list[bytes]) -> None:
+        if not self.closing:
+            self.transport.writelines(frames)
+
+    async def send(self, data: str | bytes) -> None:
+        if self.closing:
+            raise ConnectionResetError("websocket closed")
+        self.transport.write(text_frame(data.encode()) if isinstance(data, str) else frame(_BINARY, data))
+        if self.writing_paused:
+            if self.drained is None:
+                self.drained = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self.drained)
+            if self.lost:
+                raise ConnectionResetError("websocket lost while writing")
+
+    async def close(self) -> None:
+        """Send a close frame (once), then wait until the peer has taken it and hung up (or the socket's closing
+        deadline aborts the connection)."""
+        self._send_close(1000)
+        if not self.lost:
+            if self.closed is None:
+                self.closed = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self.closed)
+
+    def abort(self) -> None:
+        """Drop the connection and whatever it still buffers (the peer stopped reading)."""
+        self.closing = True
+        self.transport.abort()
+
+    async def shut(self) -> None:
+        """The server is stopping: drop the connection, and wait until its socket has ended."""
+        self.abort()
+        await self.close()
+        if self.reader is not None:
+            await self.reader
+
+    def _send_close(self, code: int) -> None:
+        # After the close frame, the write side is shut (a FIN follows what is buffered) and what the peer still
+        # sends is read and dropped until it hangs up: closing with unread input would reset the connection, and
+        # the peer could lose the frames before the close.
+        if not self.closing:
+            self.closing = True
+            self.transport.write(_close_frame(code))
+            if self.transport.can_write_eof():
+                self.transport.write_eof()
+
+    # --- asyncio.Protocol ---------------------------------------------------------------------------------
+    def pause_writing(self) -> None:
+        self.writing_paused = True
+
+    def resume_writing(self) -> None:
+        self.writing_paused = False
+        self._wake_drained()
+
+    def _wake_drained(self) -> None:
+        drained, self.drained = self.drained, None
+        if drained is not None and not drained.done():
+            drained.set_result(None)
+
+    def eof_received(self) -> bool:
+        return False  # the peer hung up: the transport closes, and connection_lost ends the socket
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.lost = self.closing = True
+        self.socket.server.taken_over.discard(self)
+        self._wake_drained()
+        if self.closed is not None and not self.closed.done():
+            self.closed.set_result(None)
+        self._receive(None)
+
+    def data_received(self, data: bytes) -> None:
+        if self.ended or self.closing:
+            return  # after a close frame, or once the socket is ending: read and dropped
+        buffer: bytes | bytearray = data
+        if self.pending is not None:
+            self.pending += data
+            buffer = self.pending
+        consumed = self._parse(buffer)
+        if consumed == len(buffer) or self.ended:
+            self.pending = None
+        elif buffer is self.pending:
+            del self.pending[:consumed]
+        else:
+            self.pending = bytearray(buffer[consumed:])
+
+    def _parse(self, buffer: bytes | bytearray) -> int:
+        """Handle every complete frame in `buffer`; how many bytes they took."""
+        pos, end = 0, len(buffer)
+        while not self.ended and end - pos >= 2:
+            first, second = buffer[pos], buffer[pos + 1]
+            length, start = second & 0x7F, pos + 2
+            if length == 126:
+                if end - start < 2:
+                    break
+                length, start = int.from_bytes(buffer[start:start + 2], "big"), start + 2
+            elif length == 127:
+                if end - start < 8:
+                    break
+                length, start = int.from_bytes(buffer[start:start + 8], "big"), start + 8
+            error = self._refused(first, second, length)
+            if error:
+                self._fail(error)
+                break
+            if end - start < 4 + length:
+                break
+            payload = _unmask(bytes(buffer[start:start + 4]), bytes(buffer[start + 4:start + 4 + length]))
+            pos = start + 4 + length
+            self._frame(first, payload)
+        return pos
+
+    def _refused(self, first: int, second: int, length: int) -> int:
+        """The close code a frame's header earns (before its payload is waited for); 0 if it is acceptable."""
+        opcode = first & 0x0F
+        if first & 0x70 or not second & 0x80:  # reserved bits (no extension was negotiated), or unmasked
+            return _PROTOCOL_ERROR
+        if opcode >= _CLOSE:
+            return 0 if opcode in (_CLOSE, _PING, _PONG) and first & _FIN and length <= 125 else _PROTOCOL_ERROR
+        if opcode not in (0, _TEXT, _BINARY) or (opcode == 0) == (self.fragments is None):
+            return _PROTOCOL_ERROR  # unknown, a continuation of nothing, or a new message inside a fragmented one
+        so_far = len(self.fragments) if self.fragments is not None else 0
+        return _TOO_BIG if so_far + length > self.max_size else 0
+
+    def _frame(self, first: int, payload: bytes) -> None:
+        opcode = first & 0x0F
+        if opcode == _PING:
+            self.transport.write(frame(_PONG, payload))
+        elif opcode == _CLOSE:
+            if len(payload) == 1:
+                self._fail(_PROTOCOL_ERROR)
+                return
+            self._send_close(struct.unpack("!H", payload[:2])[0] if payload else 1000)
+            self._receive(None)
+        elif opcode != _PONG:
+            if not first & _FIN:
+                if self.fragments is None:
+                    self.fragments, self.fragmented = bytearray(), opcode
+                self.fragments += payload
+                return
+            if self.fragments is not None:
+                opcode, payload = self.fragmented, bytes(self.fragments + payload)
+                self.fragments = None
+            if opcode == _BINARY:
+                self._receive(payload)
+                return
+            try:
+                self._receive(payload.decode())
+            except UnicodeDecodeError:
+                self._fail(_INVALID_DATA)
+
+    def _fail(self, code: int) -> None:
+        """The peer broke the protocol (or the size limit): close with `code`, and end the socket."""
+        self._send_close(code)
+        self._receive(None)
+
+    # --- handing messages to the socket, in order -----------------------------------------------------------
+    def _receive(self, message: str | bytes | None) -> None:
+        if self.ended:
+            return
+        self.ended = message is None
+        if self.inbox is None:
+            self.inbox = deque()
+        self.inbox.append(message)
+        if self.reader is None:
+            self.reader = asyncio.ensure_future(self._handle_inbox())
+        elif len(self.inbox) >= _BACKLOG and not self.reading_paused and not self.lost:
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    async def _handle_inbox(self) -> None:
+        inbox = self.inbox
+        assert inbox is not None
+        socket = self.socket
+        try:
+            while inbox:
+                message = inbox.popleft()
+                if message is None or not await socket.received(message):
+                    self.ended = True
+                    inbox.clear()
+                    await socket.close(wait=False, abort=True, reason=socket.server.reason.TRANSPORT_CLOSE)
+                del message  # not kept alive (the CONNECT packet holds a token) while the next one is awaited
+        finally:
+            self.reader = self.inbox = None
+            if self.reading_paused and not self.lost:
+                self.reading_paused = False
+                self.transport.resume_reading()
