@@ -26,8 +26,8 @@ the request's protocol (`transport`, `writing_paused`), a handshake is checked w
 - `websocket.py`: a websocket opened directly and uncompressed is taken over from aiohttp at the handshake
   (our 101, our RFC 6455 framing on the TCP transport), so that no aiohttp request, handler task or
   coroutine chain stays alive per idle connection (19.8 → 5.4 KiB of Python heap per connection).
-  Private: aiohttp's request handler's `_manager` (its server, told the connection is gone) and
-  `_message_tail`, and the behaviour of its `start`/`finish_response` that lets a handler return without
+  Private: aiohttp's request handler's `_message_tail`, and the behaviour of its `start`,
+  `finish_response` and `connection_lost` that lets a handler forget its connection and return without
   anything written or closed.
 - `manager.py`: the client manager's fan-out: one encoded frame per event, one write per socket per batch.
   Public names of python-socketio's manager, over its internal room structure.

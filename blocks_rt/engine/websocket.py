@@ -10,15 +10,16 @@ A websocket opened directly (Engine.IO `transport=websocket`, not an upgrade fro
 permessage-deflate is answered here instead: the RFC 6455 handshake is checked with aiohttp's own
 `WebSocketResponse.can_prepare`, the 101 is written with the headers aiohttp sends, and the TCP transport is
 switched to a `WebSocketConnection` in the same synchronous step, so no byte can reach aiohttp after it.
-aiohttp is then made to forget the connection without closing it (its request handler ends, and its server
-no longer lists it), and the engine's shutdown closes what it took over. Frames are parsed as they arrive;
+aiohttp is then told the connection is lost, with no transport left to close (its request handler's task
+ends, its server no longer lists it, nothing of it is left for the garbage collector), and the engine's
+shutdown closes what it took over. Frames are parsed as they arrive;
 a task exists only while received messages are being handled (reading pauses while more than a few wait, so
 a flooding client is back-pressured), none while the connection is idle. Compressed websockets, long-polling
 and the polling → websocket upgrade stay on aiohttp's path (`sockets.FastWebSocket`).
 
-Private aiohttp names relied on (listed in tests/test_upstream_surface.py): the request handler's `_manager`
-(aiohttp's server, told the connection is gone) and `_message_tail` (bytes a client sent behind the upgrade
-request before the 101, which aiohttp's path handles: such a connection is left to it).
+Private aiohttp names relied on (listed in tests/test_upstream_surface.py): the request handler's
+`_message_tail` (bytes a client sent behind the upgrade request before the 101, which aiohttp's path
+handles: such a connection is left to it), and what its `start`, `finish_response` and `connection_lost` do.
 """
 
 from __future__ import annotations
@@ -97,8 +98,8 @@ def take_over(socket: LeanSocket, environ: dict[str, Any], compress: bool) -> Ta
     """Answer a direct websocket's handshake and take its transport from aiohttp; None if it stays aiohttp's."""
     request: web.Request = environ["aiohttp.request"]
     handler = request.protocol
-    transport, server = handler.transport, handler._manager
-    if (transport is None or server is None or transport.is_closing() or handler._message_tail
+    transport = handler.transport
+    if (transport is None or transport.is_closing() or handler._message_tail
             or (compress and "permessage-deflate" in request.headers.get("Sec-WebSocket-Extensions", "").lower())
             or not web.WebSocketResponse().can_prepare(request).ok):
         return None  # aiohttp's path answers it (compression, bytes sent before the 101, or a refusal)
@@ -109,11 +110,11 @@ def take_over(socket: LeanSocket, environ: dict[str, Any], compress: bool) -> Ta
                     f"Server: {SERVER_SOFTWARE}\r\n\r\n".encode())
     connection = WebSocketConnection(socket, transport)
     transport.set_protocol(connection)
-    # aiohttp forgets the connection: no keep-alive timer, no transport to close when the handler returns, and
-    # its server (which closes what it lists at shutdown) drops it once the handler task ends.
-    handler.keep_alive(False)
+    # aiohttp forgets the connection as if it were lost, with no transport left to close: its server (which closes
+    # what it lists at shutdown) drops it, its keep-alive timer goes, the request handler's task ends once this
+    # handler returns, and the handler lets go of its parser (a reference cycle the collector would have to find).
     handler.transport = None
-    server.connection_lost(handler, None)
+    handler.connection_lost(None)
     # The environ lives as long as the connection (python-socketio keeps it): not the request, nor its payload.
     del environ["aiohttp.request"]
     environ.pop("wsgi.input", None)
