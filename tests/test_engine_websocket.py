@@ -156,16 +156,19 @@ async def test_a_ping_is_answered_with_a_pong_of_the_same_payload_and_a_pong_is_
     assert (await wire.text_until(f"40{NAMESPACE},")).startswith(f'40{NAMESPACE},{{"sid"')
 
 
-async def test_a_client_close_is_answered_and_ends_the_socket(lab: Lab, wires: list[Wire]) -> None:
+@pytest.mark.parametrize(("sent", "echoed"), [(struct.pack("!H", 1000) + b"bye", 1000), (b"", 1000),
+                                              (struct.pack("!H", 4001), 4001)], ids=["1000", "no-code", "4001"])
+async def test_a_client_close_is_answered_and_ends_the_socket(lab: Lab, wires: list[Wire], sent: bytes,
+                                                              echoed: int) -> None:
     wire = await Wire.open(lab)
     wires.append(wire)
     wire.connect(lab)
     await wire.text_until("42")  # the welcome: connected
-    wire.send(client_frame(CLOSE, struct.pack("!H", 1000) + b"bye"))
+    wire.send(client_frame(CLOSE, sent))
     async with asyncio.timeout(5):
         while (frame := await wire.frame())[0] != CLOSE:
             pass
-    assert frame == (CLOSE, struct.pack("!H", 1000))
+    assert frame == (CLOSE, struct.pack("!H", echoed))
     assert await asyncio.wait_for(wire.reader.read(), 5) == b""  # then the server hangs up
     await wire.aclose()
     await gone(lab)
@@ -207,9 +210,13 @@ async def test_a_message_at_the_limit_is_taken(gw: Lab, wires: list[Wire]) -> No
     (client_frame(PING, b"x" * 126), 1002),  # a control frame over 125 bytes
     (client_frame(PING, b"x", fin=False), 1002),  # a fragmented control frame
     (client_frame(CLOSE, b"\x03"), 1002),  # a one-byte close code
+    (client_frame(CLOSE, struct.pack("!H", 1005)), 1002),  # "no code": never sent in a frame
+    (client_frame(CLOSE, struct.pack("!H", 999)), 1002),  # not a close code
+    (client_frame(CLOSE, struct.pack("!H", 2000)), 1002),  # reserved
+    (client_frame(CLOSE, struct.pack("!H", 1000) + b"\xff"), 1007),  # a reason that is not UTF-8
     (client_frame(TEXT, b"4\xff"), 1007),  # not UTF-8
 ], ids=["unmasked", "reserved-bit", "reserved-opcode", "stray-continuation", "long-ping", "fragmented-ping",
-        "short-close", "bad-utf8"])
+        "short-close", "close-1005", "close-999", "close-2000", "close-reason-bad-utf8", "bad-utf8"])
 async def test_a_frame_that_breaks_the_protocol_closes_the_connection(lab: Lab, wires: list[Wire], bad: bytes,
                                                                        code: int) -> None:
     wire = await Wire.open(lab)

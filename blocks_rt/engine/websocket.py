@@ -67,6 +67,12 @@ def _close_frame(code: int) -> bytes:
     return frame(_CLOSE, struct.pack("!H", code))
 
 
+def _valid_close_code(code: int) -> bool:
+    """Whether a peer may send `code` (RFC 6455 §7.4: 1005, 1006 and 1015 only say what happened locally; the rest
+    below 3000 are reserved unless the RFC or IANA's registry defines them)."""
+    return 1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999
+
+
 def _unmask(mask: bytes, payload: bytes) -> bytes:
     n = len(payload)
     key = int.from_bytes((mask * (n // 4 + 1))[:n], "little")
@@ -279,10 +285,16 @@ class WebSocketConnection(asyncio.Protocol):
         if opcode == _PING:
             self.transport.write(frame(_PONG, payload))
         elif opcode == _CLOSE:
-            if len(payload) == 1:
+            code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1000
+            if len(payload) == 1 or not _valid_close_code(code):
                 self._fail(_PROTOCOL_ERROR)
                 return
-            self._send_close(struct.unpack("!H", payload[:2])[0] if payload else 1000)
+            try:
+                payload[2:].decode()
+            except UnicodeDecodeError:
+                self._fail(_INVALID_DATA)
+                return
+            self._send_close(code)
             self._receive(None)
         elif opcode != _PONG:
             if not first & _FIN:
