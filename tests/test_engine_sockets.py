@@ -356,6 +356,24 @@ class WriteRecorder:
         return getattr(self.transport, name)
 
 
+async def test_a_taken_over_websocket_gets_its_101_and_its_open_packet_in_one_write(
+        lab: Lab, raws: list[RawSocket], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The handshake's answer and the Engine.IO OPEN packet leave together: the client reads once, not twice."""
+    recorders: list[WriteRecorder] = []
+    made = WebSocketConnection.__init__
+
+    def recorded(connection: WebSocketConnection, socket: LeanSocket, transport: asyncio.Transport) -> None:
+        recorders.append(WriteRecorder(transport))
+        made(connection, socket, recorders[-1])  # type: ignore[arg-type]
+
+    monkeypatch.setattr(WebSocketConnection, "__init__", recorded)
+    raws.append(await RawSocket.open(lab.url))
+    (recorder,) = recorders
+    [[handshake, opening]] = recorder.calls
+    assert handshake.startswith(b"HTTP/1.1 101 Switching Protocols\r\n") and handshake.endswith(b"\r\n\r\n")
+    assert opening[0] == 0x81 and opening[2:].startswith(b'0{"sid":'), opening
+
+
 async def test_a_connect_is_answered_in_one_write_ack_then_welcome_then_replay(lab: Lab,
                                                                                 raws: list[RawSocket]) -> None:
     """The CONNECT ack (python-socketio's), `connected`, the replay and `stream:resumed` (the gateway's

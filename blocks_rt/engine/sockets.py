@@ -323,16 +323,23 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
                 return taken
         return await super()._upgrade_websocket(environ)
 
-    def open_websocket(self, ws: FastWebSocket | WebSocketConnection, upgrade: bool) -> None:
-        """The socket is on `ws` from now on: what waits (the OPEN packet, or sends during an upgrade) goes out."""
+    def open_websocket(self, ws: FastWebSocket | WebSocketConnection, upgrade: bool, handshake: bytes = b"") -> None:
+        """The socket is on `ws` from now on: what waits (the OPEN packet, or sends during an upgrade) goes out.
+
+        A `handshake` not yet sent (the 101 of a websocket taken over) leaves in the same write as the OPEN packet:
+        one segment and one wake-up for the client where there were two."""
         self.connected = self.upgraded = True
         self.ws = ws
+        if handshake:
+            self.cork = Cork()
+            self.cork.write(handshake)
         # No local names for the queue or its packets here: the caller's frame may live as long as the connection.
         if self._queue is not None and not self._queue.empty():
             if not upgrade and self._queue.qsize() == 1 and ws.ready_transport() is not None:
                 self._write_opening()
             else:
                 self.flusher = asyncio.ensure_future(self._flush(ws))
+        self.release_writes()
 
     async def received(self, data: object) -> bool:
         """Handle one websocket message; False when the connection is to end (not Engine.IO, or the socket closed)."""

@@ -8,8 +8,9 @@ connection cost (`benchmarks/heap_census.py`: about 13 of 19.8 KiB of Python hea
 
 A websocket opened directly (Engine.IO `transport=websocket`, not an upgrade from long-polling) and without
 permessage-deflate is answered here instead: the RFC 6455 handshake is checked with aiohttp's own
-`WebSocketResponse.can_prepare`, the 101 is written with the headers aiohttp sends, and the TCP transport is
-switched to a `WebSocketConnection` in the same synchronous step, so no byte can reach aiohttp after it.
+`WebSocketResponse.can_prepare`, the TCP transport is switched to a `WebSocketConnection`, and the 101 (with the
+headers aiohttp sends) is written together with the OPEN packet, all in one synchronous step, so no byte can
+reach aiohttp after it.
 aiohttp is then told the connection is lost, with no transport left to close (its request handler's task
 ends, its server no longer lists it, nothing of it is left for the garbage collector), and the engine's
 shutdown closes what it took over. Frames are parsed as they arrive;
@@ -111,9 +112,9 @@ def take_over(socket: LeanSocket, environ: dict[str, Any], compress: bool) -> Ta
         return None  # aiohttp's path answers it (compression, bytes sent before the 101, or a refusal)
     key = request.headers["Sec-WebSocket-Key"].encode()
     accept = base64.b64encode(hashlib.sha1(key + _GUID).digest()).decode()
-    transport.write(f"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n"
-                    f"Sec-WebSocket-Accept: {accept}\r\nDate: {formatdate(usegmt=True)}\r\n"
-                    f"Server: {SERVER_SOFTWARE}\r\n\r\n".encode())
+    handshake = (f"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n"
+                 f"Sec-WebSocket-Accept: {accept}\r\nDate: {formatdate(usegmt=True)}\r\n"
+                 f"Server: {SERVER_SOFTWARE}\r\n\r\n").encode()
     connection = WebSocketConnection(socket, transport)
     transport.set_protocol(connection)
     # aiohttp forgets the connection as if it were lost, with no transport left to close: its server (which closes
@@ -125,7 +126,7 @@ def take_over(socket: LeanSocket, environ: dict[str, Any], compress: bool) -> Ta
     del environ["aiohttp.request"]
     environ.pop("wsgi.input", None)
     bound_send_buffer(transport, socket.server.max_socket_buffer_bytes)
-    socket.open_websocket(connection, upgrade=False)
+    socket.open_websocket(connection, upgrade=False, handshake=handshake)  # the 101 leaves with the OPEN packet
     return TakenOver()
 
 
