@@ -59,7 +59,7 @@ class _Shard:
             self.listener.cancel()
             await asyncio.gather(self.listener, return_exceptions=True)
         try:
-            await self.pubsub.aclose()  # type: ignore[no-untyped-call]
+            await self.pubsub.aclose()
         except LOST:
             pass
 
