@@ -224,7 +224,7 @@ again, same status and body. `202` answers what was accepted, each event's `even
 
 {_publish_table()}
 Every committed row of the PostgreSQL outbox table `blocks_rt_outbox` (`event`, `data`) is published as
-if by this API, once (see the README's outbox contract).
+if by this API, once (see docs/outbox.md).
 """
 
 
