@@ -45,7 +45,7 @@ def with_dev_secrets(settings: Settings, folder: Path, *, create: bool = True) -
         return settings, None
     path = folder / DEV_FILE
     if path.exists():
-        values, verb = _read(path), "using"
+        values, verb = _read(path), "using the"
     elif create:
         values, verb = _create(path), "created"
     else:

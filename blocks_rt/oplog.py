@@ -11,6 +11,7 @@ logged `redacted`. `BLOCKS_RT_LOG_FORMAT=json` writes one object per line with s
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import sys
 import time
@@ -26,7 +27,7 @@ from .settings import Settings
 
 log = logging.getLogger("blocks_rt.ops")
 _FIELDS = "blocks_rt_fields"  # the LogRecord attribute holding an event's fields
-_node = socket.gethostname()
+_node = f"{socket.gethostname()}-{os.getpid()}"  # until startup names the node (the app's id starts with this)
 
 
 def _emit(event: str, level: int = logging.INFO, **fields: Any) -> None:

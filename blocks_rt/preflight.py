@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import importlib.util
+import importlib
 import re
 import socket
 from collections.abc import Awaitable, Callable
@@ -42,8 +42,11 @@ def check_packages(settings: Settings) -> None:
     needed = [("redis", "BLOCKS_RT_REDIS_URL")] if settings.redis_url else []
     needed += [("psycopg", "BLOCKS_RT_OUTBOX_DSN")] if settings.outbox_dsn else []
     for module, variable in needed:  # both come with blocks-rt: missing, the install was trimmed by hand
-        if importlib.util.find_spec(module) is None:
-            raise StartupRefused(f"{variable} is set but {module} is missing: pip install blocks-rt (it depends on it)")
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError:
+            raise StartupRefused(f"{variable} is set but {module} is missing: pip install blocks-rt (it depends on "
+                                 "it)") from None
 
 
 def check_listen(host: str, port: int) -> None:

@@ -138,11 +138,11 @@ def _adapter() -> TypeAdapter[Settings]:
 def unknown_variables(env: Mapping[str, str] | None = None) -> list[str]:
     """A warning for each `BLOCKS_RT_*` variable that is no setting (a typo is otherwise silently ignored)."""
     env = os.environ if env is None else env
-    known = [env_var(f.name) for f in fields(Settings)]
+    known = [f.name.upper() for f in fields(Settings)]
     warnings = []
-    for name in sorted(n for n in env if n.startswith(ENV_PREFIX) and n not in known):
-        closest = difflib.get_close_matches(name, known, n=1)
-        hint = f"did you mean {closest[0]}?" if closest else "see the configuration table in the README"
+    for name in sorted(n for n in env if n.startswith(ENV_PREFIX) and n.removeprefix(ENV_PREFIX) not in known):
+        closest = difflib.get_close_matches(name.removeprefix(ENV_PREFIX), known, n=1)  # the prefix is no clue
+        hint = f"did you mean {ENV_PREFIX}{closest[0]}?" if closest else "see the configuration table in the README"
         warnings.append(f"{name} is not a blocks-rt setting and is ignored: {hint}")
     return warnings
 
