@@ -33,7 +33,7 @@ def redacted(url: str) -> str:
     if "://" in url and parts.password is not None:
         host = parts.hostname or ""
         netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
-        url = urlunsplit(parts._replace(netloc=netloc))
+        url = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
     return _KEYWORD_PASSWORD.sub(r"\1***", url)  # key=value DSNs, and URLs' ?password=
 
 
