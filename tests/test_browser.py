@@ -174,3 +174,14 @@ async def test_the_site_index_lists_every_notebook_and_a_page_shows_its_charts(
     await page.get_by_role("link", name="→").first.click()  # on to the next notebook
     await expect(page).to_have_url(written[2].as_uri())
     assert outside == []
+
+
+async def test_no_output_of_the_site_scrolls_sideways(browser: Browser, tmp_path: Path) -> None:
+    written = site.build(NOTEBOOKS, tmp_path / "site")
+    page, outside = await page_of(browser, (tmp_path.as_uri() + "/", "data:"))
+    for html in written[1:]:
+        await page.goto(html.as_uri())
+        wide = await page.evaluate("""() => [...document.querySelectorAll('.jp-OutputArea-output')]
+            .filter(output => output.scrollWidth > output.clientWidth + 1).length""")
+        assert wide == 0, html.name  # wide tables wrap and shrink to the page instead (site_template)
+    assert outside == []

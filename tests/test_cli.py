@@ -139,3 +139,12 @@ async def test_serve_with_configured_secrets_prints_none_of_them(tmp_path: Path)
     assert not (tmp_path / ".blocks-rt-dev.env").exists()
     assert LAB_SECRET not in printed and "k" * 40 not in printed and "Token for" not in printed
     assert re.search(r"INFO startup host=127\.0\.0\.1 port=\d+ modes=embedded", printed), printed
+
+
+async def test_a_node_on_redis_starts_and_stops_with_nothing_but_its_log_lines(tmp_path: Path, redis_url: str) -> None:
+    async with serving(tmp_path, JWT_SECRET=LAB_SECRET, API_KEY="k" * 40, REDIS_URL=redis_url,
+                       REDIS_PREFIX="test-cli-quiet") as (_, output):
+        pass
+    lines = output.read_text().splitlines()
+    assert [line.split(" ", 3)[1:3] for line in lines] == [["INFO", "startup"], ["INFO", "shutdown"]], lines
+    assert "modes=redis redis=" in lines[0]  # no warning from redis-py (nor anything else) at startup
