@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import aiohttp
-
-from blocks_rt.testing.nodes import free_port
+from blocks_rt.testing.nodes import Node, free_port
 
 CLI = str(Path(sys.executable).parent / "blocks-rt")
 
@@ -34,34 +29,13 @@ def run(*args: str, cwd: Path, timeout: float = 60, **variables: str) -> subproc
 async def serving(folder: Path, **variables: str) -> AsyncIterator[tuple[str, Path]]:
     """`blocks-rt serve` in `folder` on a free port, until /healthz answers; its URL and its output's file.
     Stopped with SIGTERM (a clean shutdown: exit 0)."""
-    port = free_port()
     output = folder / "serve.log"
-    with output.open("w") as sink:
-        proc = await asyncio.create_subprocess_exec(CLI, "serve", "--host", "127.0.0.1", "--port", str(port),
-                                                    env=environment(**variables), stdout=sink,
-                                                    stderr=subprocess.STDOUT, cwd=folder)
-    url = f"http://127.0.0.1:{port}"
+    output.write_text("")  # the node appends: this run's output only
+    node = Node(free_port(), environment(**variables), log_path=str(output), cwd=str(folder))
+    node.start()
     try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http:
-            deadline = time.monotonic() + 30
-            while True:
-                assert proc.returncode is None, output.read_text()
-                try:
-                    async with http.get(f"{url}/healthz") as response:
-                        if response.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    pass
-                assert time.monotonic() < deadline, f"serve did not answer /healthz: {output.read_text()}"
-                await asyncio.sleep(0.1)
-        yield url, output
+        await node.wait_healthy(timeout=30)
+        yield node.url, output
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(proc.wait(), 15)
-        except TimeoutError:
-            proc.kill()
-            await asyncio.wait_for(proc.wait(), 5)
-    assert proc.returncode == 0, output.read_text()  # SIGTERM is a clean shutdown
-
-
+        exit_code = await node.terminate()
+    assert exit_code == 0, output.read_text()  # SIGTERM is a clean shutdown
