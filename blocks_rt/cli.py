@@ -200,7 +200,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         _run(args)
     except (SettingsError, preflight.StartupRefused) as exc:
-        print(f"blocks-rt {args.command}: {exc}", file=sys.stderr)
+        one_line = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        print(f"blocks-rt {args.command}: {one_line}", file=sys.stderr)
         raise SystemExit(2) from None
 
 

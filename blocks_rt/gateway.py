@@ -168,7 +168,7 @@ class Gateway:
             await self._forget(sid)
             raise self._refusal(ServiceUnavailable.code) from None
         self._schedule_expiry(info)
-        self.sessions.connected(sid, user.id, self.sio.transport(sid, NAMESPACE), len(readable))
+        self.sessions.connected(sid, user.id, environ, len(readable))
         # The CONNECT ack (sent when this returns) and the welcome leave in one write: one read for the client.
         release = self.sio.hold_writes(sid, NAMESPACE)
         self._spawn(self._welcome(sid, user, streams, readable, refused + over, release))

@@ -18,6 +18,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import parse_qs
 
 import orjson
 from aiohttp import web
@@ -120,10 +121,12 @@ class Sessions:
     def __init__(self) -> None:
         self._open: dict[str, tuple[float, str]] = {}  # sid -> (connected at, user id)
 
-    def connected(self, sid: str, user_id: str, transport: str, resumed: int) -> None:
-        """`resumed`: streams the client asked to resume from its offsets (and may read)."""
+    def connected(self, sid: str, user_id: str, environ: Mapping[str, Any], resumed: int) -> None:
+        """`environ`: the handshake request's; `resumed`: streams the client asked to resume (and may read)."""
         self._open[sid] = (time.monotonic(), user_id)
-        _emit("connect", sid=sid, userId=user_id, transport=transport, resumedStreams=resumed)
+        if log.isEnabledFor(logging.INFO):
+            transport = parse_qs(environ.get("QUERY_STRING", "")).get("transport", ["?"])[0]
+            _emit("connect", sid=sid, userId=user_id, transport=transport, resumedStreams=resumed)
 
     def disconnected(self, sid: str, reason: object) -> None:
         opened = self._open.pop(sid, None)

@@ -12,7 +12,10 @@ import socket
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit, urlunsplit
 
+from pydantic import ValidationError
+
 from .auth import TokenVerifier
+from .directory import JsonUserDirectory
 from .settings import Settings
 
 ATTEMPTS = 3  # for Redis and PostgreSQL: about two seconds in all, then refuse
@@ -80,11 +83,23 @@ def check_keys(settings: Settings) -> None:
     """The token settings the gateway verifies with, and the user directory's file."""
     try:
         TokenVerifier(settings)
-    except (ValueError, OSError) as exc:
+    except OSError as exc:  # a key file that cannot be read
+        variable = "JWKS_FILE" if exc.filename == str(settings.jwt_jwks_file) else "PUBLIC_KEY_FILE"
+        raise StartupRefused(f"BLOCKS_RT_JWT_{variable}={exc.filename}: {exc.strerror}") from None
+    except ValueError as exc:
         raise StartupRefused(str(exc)) from None
     if not settings.users_file.is_file():
         raise StartupRefused(f"BLOCKS_RT_USERS_FILE={settings.users_file}: no such file "
                              "(unset it for the demo users, or point it at a JSON list of users)")
+    try:
+        JsonUserDirectory.from_file(settings.users_file)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise StartupRefused(f"BLOCKS_RT_USERS_FILE={settings.users_file}: not a list of users ({where}: "
+                             f"{first['msg']}; {exc.error_count()} error(s))") from None
+    except ValueError as exc:
+        raise StartupRefused(f"BLOCKS_RT_USERS_FILE={settings.users_file}: {exc}") from None
 
 
 async def check_services(settings: Settings) -> None:

@@ -28,6 +28,14 @@ REFUSALS = [  # (arguments, variables, what the one line says)
     ([], {"USERS_FILE": "/nonexistent/users.json"},
      "blocks-rt serve: BLOCKS_RT_USERS_FILE=/nonexistent/users.json: no such file"),
     ([], {"ADMIN": "true"}, "blocks-rt serve: BLOCKS_RT_ADMIN=true needs BLOCKS_RT_ADMIN_PASSWORD"),
+    ([], {"JWT_ALGORITHMS": "RS256", "JWT_PUBLIC_KEY_FILE": "/nonexistent/key.pem"},
+     "blocks-rt serve: BLOCKS_RT_JWT_PUBLIC_KEY_FILE=/nonexistent/key.pem: No such file or directory"),
+    ([], {"JWT_ALGORITHMS": "RS256", "JWT_JWKS_FILE": "/nonexistent/jwks.json"},
+     "blocks-rt serve: BLOCKS_RT_JWT_JWKS_FILE=/nonexistent/jwks.json: No such file or directory"),
+    ([], {"USERS_FILE": str(Path(__file__).resolve().parent / "samples.py")},
+     "blocks-rt serve: BLOCKS_RT_USERS_FILE="),
+    ([], {"USERS_FILE": str(Path(__file__).resolve().parent.parent / "blocks_rt" / "reference" / "data" / "wallets.json")},
+     "blocks-rt serve: BLOCKS_RT_USERS_FILE="),
 ]
 
 
