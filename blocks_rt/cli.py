@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import gc
 import logging
+import math
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -30,14 +31,16 @@ def serve(settings: Settings) -> None:
     preflight.check_packages(settings)
     preflight.check_listen(settings.host, settings.port)
     asyncio.run(preflight.check_services(settings))
+    development = not settings.jwt_secret and not settings.api_key  # nothing configured: both from the file
     settings, note = with_dev_secrets(settings, Path.cwd())
     preflight.check_keys(settings)
     try:
         app = create_app(settings)
     except (ValueError, OSError) as exc:  # the users file or the demo data cannot be read
         raise preflight.StartupRefused(str(exc)) from None
-    if note:  # development mode: its secrets are the file's, so printing them tells nothing new
+    if note:
         print(note, file=sys.stderr)
+    if development:  # the token and key shown are the dev file's: a configured secret never signs a printed token
         print(dev_banner(settings, mint_token(settings, DEV_USER)), file=sys.stderr)
     # The event log keeps up to max_events per stream alive: with Python's default thresholds, full garbage
     # collections over that heap cost about a fifth of the publish path. Collect young objects less often.
@@ -58,7 +61,7 @@ def token(settings: Settings, user_id: str, ttl: float) -> str:
     if not settings.jwt_secret:
         raise preflight.StartupRefused(f"BLOCKS_RT_JWT_SECRET is not set and this folder has no {DEV_FILE}: set "
                                        "it, or run `blocks-rt serve` in this folder first")
-    if not ttl > 0:
+    if not (ttl > 0 and math.isfinite(ttl)):
         raise preflight.StartupRefused(f"--ttl {ttl:g}: a token's lifetime must be a positive number of seconds")
     try:
         TokenVerifier(settings)  # settings the gateway refuses to start with make useless tokens

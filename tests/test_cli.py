@@ -41,7 +41,7 @@ def test_token_refuses_a_secret_the_gateway_would_refuse(tmp_path: Path) -> None
     assert done.returncode == 2 and "at least 32 bytes" in done.stderr and done.stdout == ""
 
 
-@pytest.mark.parametrize("ttl", ["-5", "0"])
+@pytest.mark.parametrize("ttl", ["-5", "0", "inf", "nan"])
 def test_token_refuses_a_lifetime_that_is_not_positive(tmp_path: Path, ttl: str) -> None:
     done = run("token", "usr_ben", "--ttl", ttl, cwd=tmp_path, JWT_SECRET=LAB_SECRET)
     assert done.returncode == 2 and done.stdout == ""
@@ -148,3 +148,12 @@ async def test_a_node_on_redis_starts_and_stops_with_nothing_but_its_log_lines(t
     lines = output.read_text().splitlines()
     assert [line.split(" ", 3)[1:3] for line in lines] == [["INFO", "startup"], ["INFO", "shutdown"]], lines
     assert "modes=redis redis=" in lines[0]  # no warning from redis-py (nor anything else) at startup
+
+
+async def test_serve_with_only_the_secret_configured_takes_the_key_from_the_dev_file_and_prints_no_token(
+        tmp_path: Path) -> None:
+    async with serving(tmp_path, JWT_SECRET=LAB_SECRET) as (url, output):
+        pass
+    printed = output.read_text()
+    assert printed.startswith("WARNING: BLOCKS_RT_API_KEY not set: created development values in")
+    assert "Token for" not in printed and ".eyJ" not in printed  # nothing signed with the configured secret
