@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
 
+from . import oplog
 from .bus import EventBus
 from .delivery import Dispatcher, LocalDelivery
 from .directory import JsonUserDirectory, UserDirectory
@@ -119,7 +120,8 @@ def create_app(settings: Settings, *, users: UserDirectory | None = None) -> web
     services = Services(Store.load(settings.data_dir), bus)
     blocks = Blocks(settings, bus, event_log, gateway, services, metrics, backends.fanout)
 
-    app = web.Application(client_max_size=settings.max_publish_bytes)  # the publish API reads bodies up to this
+    # The publish API reads bodies up to client_max_size; its requests are logged from their answers.
+    app = web.Application(client_max_size=settings.max_publish_bytes, middlewares=[oplog.publish_log])
     app[BLOCKS] = blocks
     sio.attach(app)
     admin.setup(app, sio, presence, settings, server_id=node_id)
@@ -152,10 +154,12 @@ def create_app(settings: Settings, *, users: UserDirectory | None = None) -> web
                 blocks.outbox = await stack.enter_async_context(OutboxConsumer(
                     settings.outbox_dsn, dispatcher, event_log, idempotency, metrics, poll_s=settings.outbox_poll_s,
                     batch=settings.outbox_batch, retention_s=settings.outbox_retention_s))
+            oplog.started(settings, node_id)
             yield
             await gateway.aclose()
 
     async def drain(app: web.Application) -> None:
+        oplog.stopped(gateway.presence.socket_count)
         await gateway.drain()
 
     app.cleanup_ctx.append(lifecycle)

@@ -1,5 +1,5 @@
-"""`blocks-rt serve | token | demo | outbox init`: run the gateway, mint a token, watch a scripted story, create
-the outbox table."""
+"""blocks-rt: the real-time gateway of Blocks. `serve` runs it, `token` mints an access token, `demo` plays a
+scripted story, `outbox init` creates the outbox table, `spec` writes the contract (AsyncAPI, OpenAPI, ...)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import argparse
 import asyncio
 import gc
 import logging
-import secrets
+import math
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -15,65 +15,33 @@ from typing import Any
 
 from aiohttp import web
 
+from . import oplog, preflight
 from .app import create_app
 from .auth import TokenVerifier, mint_token
+from .banner import DEV_USER, dev_banner
+from .devsecrets import DEV_FILE, with_dev_secrets
+from .directory import JsonUserDirectory
 from .engine import admin
 from .events import Model
-from .settings import Settings
-
-log = logging.getLogger("blocks_rt")
-
-
-def _with_dev_secrets(settings: Settings) -> Settings:
-    """Fill a missing JWT secret or API key with a random one for this run, loudly."""
-    changes: dict[str, object] = {}
-    if not settings.jwt_secret:
-        changes["jwt_secret"] = secrets.token_urlsafe(48)
-    if not settings.api_key:
-        changes["api_key"] = secrets.token_urlsafe(32)
-    if changes:
-        names = ", ".join(f"BLOCKS_RT_{k.upper()}" for k in changes)
-        print(f"WARNING: {names} not set: using a random development value for this run only. "
-              "Never run like this in production.", file=sys.stderr)
-    return settings.with_(**changes)
-
-
-def _snippet(settings: Settings, host: str, port: int, token: str) -> str:
-    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
-    return f"""
-  Gateway:   {url}  (Socket.IO namespace /mobile)
-  Token for usr_amira (1 h):
-    {token}
-  API key:   {settings.api_key}
-
-  Connect from Python:
-    python -c "import asyncio, socketio
-async def main():
-    c = socketio.AsyncClient(); c.on('*', print, namespace='/mobile')
-    await c.connect('{url}', namespaces=['/mobile'], auth={{'token': '{token}'}}); await c.wait()
-asyncio.run(main())"
-
-{_admin_line(settings, url)}  Publish an event:
-    curl -s -XPOST {url}/api/events -H 'Authorization: Bearer {settings.api_key}' \\
-      -H 'content-type: application/json' \\
-      -d '{{"event":"notification.created","data":{{"userId":"usr_amira",\\
-          "notification":{{"id":"n1","type":"system","title":"Hello","body":"from curl"}}}}}}'
-"""
-
-
-def _admin_line(settings: Settings, url: str) -> str:
-    if not settings.admin:
-        return ""
-    mode = "read-only" if settings.admin_read_only else "read-write"
-    return f"""  Admin UI:  {url}/admin/  ({mode}; user {settings.admin_user}, password BLOCKS_RT_ADMIN_PASSWORD)
-
-"""
+from .settings import Settings, SettingsError, unknown_variables
 
 
 def serve(settings: Settings) -> None:
-    settings = _with_dev_secrets(settings)
-    app = create_app(settings)
-    print(_snippet(settings, settings.host, settings.port, mint_token(settings, "usr_amira")), file=sys.stderr)
+    """Check everything a start needs (one line and exit if something is missing), then run the gateway."""
+    preflight.check_packages(settings)
+    preflight.check_listen(settings.host, settings.port)
+    asyncio.run(preflight.check_services(settings))
+    development = not settings.jwt_secret and not settings.api_key  # nothing configured: both from the file
+    settings, note = with_dev_secrets(settings, Path.cwd())
+    preflight.check_keys(settings)
+    try:
+        app = create_app(settings)
+    except (ValueError, OSError) as exc:  # the users file or the demo data cannot be read
+        raise preflight.StartupRefused(str(exc)) from None
+    if note:
+        print(note, file=sys.stderr)
+    if development:  # the token and key shown are the dev file's: a configured secret never signs a printed token
+        print(dev_banner(settings, mint_token(settings, DEV_USER)), file=sys.stderr)
     # The event log keeps up to max_events per stream alive: with Python's default thresholds, full garbage
     # collections over that heap cost about a fifth of the publish path. Collect young objects less often.
     gc.set_threshold(50_000, 20, 100)
@@ -82,8 +50,34 @@ def serve(settings: Settings) -> None:
         import uvloop
 
         uvloop.install()  # libuv writes a socket in one call, frames of a whole batch of events included
-    web.run_app(app, host=settings.host, port=settings.port, print=lambda s: print(s, file=sys.stderr),
-                shutdown_timeout=5.0, access_log=logging.getLogger("aiohttp.access") if settings.access_log else None)
+    # No "Running on" print: the startup log line says where (and is JSON with BLOCKS_RT_LOG_FORMAT=json).
+    web.run_app(app, host=settings.host, port=settings.port, print=None, shutdown_timeout=5.0,
+                access_log=logging.getLogger("aiohttp.access") if settings.access_log else None)
+
+
+def token(settings: Settings, user_id: str, ttl: float) -> str:
+    """A token for `user_id`, signed with the configured secret or this folder's development one."""
+    settings, _ = with_dev_secrets(settings, Path.cwd(), create=False)
+    if not settings.jwt_secret:
+        raise preflight.StartupRefused(f"BLOCKS_RT_JWT_SECRET is not set and this folder has no {DEV_FILE}: set "
+                                       "it, or run `blocks-rt serve` in this folder first")
+    if not (ttl > 0 and math.isfinite(ttl)):
+        raise preflight.StartupRefused(f"--ttl {ttl:g}: a token's lifetime must be a positive number of seconds")
+    try:
+        TokenVerifier(settings)  # settings the gateway refuses to start with make useless tokens
+    except ValueError as exc:
+        raise preflight.StartupRefused(str(exc)) from None
+    try:
+        known = {user.id: user for user in JsonUserDirectory.from_file(settings.users_file).all()}
+    except ValueError as exc:
+        print(f"WARNING: {exc}: cannot tell whether {user_id} exists", file=sys.stderr)
+    else:
+        user = known.get(user_id)
+        if user is None or not user.is_active:
+            why = "is not in" if user is None else "is inactive in"
+            print(f"WARNING: {user_id} {why} the user directory ({settings.users_file}): the gateway will refuse "
+                  f"this token ({'user_unknown' if user is None else 'user_inactive'})", file=sys.stderr)
+    return mint_token(settings, user_id, ttl)
 
 
 async def demo(settings: Settings, pause_s: float = 0.4) -> list[str]:
@@ -139,17 +133,42 @@ def _brief(model: Model) -> str:
     return ""
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="blocks-rt", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    p_serve = sub.add_parser("serve", help="run the gateway")
-    p_serve.add_argument("--host")
-    p_serve.add_argument("--port", type=int)
-    p_token = sub.add_parser("token", help="mint an access token with the configured secret")
-    p_token.add_argument("user_id")
-    p_token.add_argument("--ttl", type=float, default=3600, help="seconds (default 3600)")
-    sub.add_parser("demo", help="run a scripted story and print what each user receives")
-    p_outbox = sub.add_parser("outbox", help="the PostgreSQL outbox (BLOCKS_RT_OUTBOX_DSN)")
+ENVIRONMENT = """environment:
+  Every setting is a BLOCKS_RT_* variable (the README's configuration table); an unknown one is warned about.
+  With BLOCKS_RT_JWT_SECRET and BLOCKS_RT_API_KEY unset, development values come from .blocks-rt-dev.env in
+  the working folder (serve and demo make it; token reads it)."""
+SERVE = """Run the gateway: Socket.IO at /socket.io/ (namespace /mobile), the publish API at POST /api/events,
+/healthz, /metrics. Before printing anything it checks its settings, the address, the keys and users, and
+Redis and PostgreSQL when configured: a refusal is one line naming the variable to fix."""
+SERVE_ENVIRONMENT = ENVIRONMENT + """ Read here: all of them; the main ones are BLOCKS_RT_HOST, BLOCKS_RT_PORT,
+  BLOCKS_RT_JWT_SECRET, BLOCKS_RT_API_KEY, BLOCKS_RT_REDIS_URL (several nodes), BLOCKS_RT_OUTBOX_DSN (the
+  outbox), BLOCKS_RT_ADMIN, BLOCKS_RT_LOG_LEVEL (debug|info|warning|error), BLOCKS_RT_LOG_FORMAT (text|json)."""
+TOKEN = """Mint an access token (JWT) for a user, signed as the gateway verifies it: with BLOCKS_RT_JWT_SECRET, or
+this folder's development secret. Warns when the user directory does not know the user."""
+TOKEN_ENVIRONMENT = ENVIRONMENT + """ Read here: BLOCKS_RT_JWT_SECRET, BLOCKS_RT_JWT_ALGORITHMS,
+  BLOCKS_RT_JWT_ISSUER, BLOCKS_RT_JWT_AUDIENCE, BLOCKS_RT_USERS_FILE."""
+DEMO = """Start a gateway on a free port, connect the demo users, drive a short story through the business services
+(deposit, invest, confirm, reward, notification) and print what each user receives."""
+OUTBOX = """The PostgreSQL outbox: `init` creates the blocks_rt_outbox table and its trigger (safe to run again)."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    def command(name: str, help: str, description: str, environment: str = ENVIRONMENT) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, description=description, epilog=environment,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    parser = argparse.ArgumentParser(prog="blocks-rt", description=__doc__, epilog=ENVIRONMENT,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    p_serve = command("serve", "run the gateway", SERVE, SERVE_ENVIRONMENT)
+    p_serve.add_argument("--host", help="address to listen on (overrides BLOCKS_RT_HOST; default 127.0.0.1)")
+    p_serve.add_argument("--port", help="port to listen on (overrides BLOCKS_RT_PORT; default 3000)")
+    p_token = command("token", "mint an access token with the configured secret", TOKEN, TOKEN_ENVIRONMENT)
+    p_token.add_argument("user_id", help="the user the token is for (its `sub` claim), e.g. usr_amira")
+    p_token.add_argument("--ttl", type=float, default=3600, help="lifetime in seconds (default 3600)")
+    command("demo", "run a scripted story and print what each user receives", DEMO)
+    p_outbox = command("outbox", "the PostgreSQL outbox (BLOCKS_RT_OUTBOX_DSN)", OUTBOX,
+                       ENVIRONMENT + " Read here: BLOCKS_RT_OUTBOX_DSN.")
     p_outbox.add_argument("action", choices=["init"], help="init: create the table (safe to run again)")
     p_outbox.add_argument("--dsn", help="default: BLOCKS_RT_OUTBOX_DSN")
     from . import contract
@@ -157,10 +176,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         "site", help="the spec notebooks, with their stored outputs, as a static HTML site (blocks_rt.site)")
     p_site.add_argument("out_dir", type=Path)
     p_site.add_argument("--notebooks", type=Path, default=Path("notebooks"), help="default: notebooks/")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = _parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.command == "demo":
-        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    if args.command is None:
+        parser.print_help()
+        return
     if args.command == "spec" and args.kind == "site":
         try:
             from . import site
@@ -170,31 +194,47 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"wrote {len(pages)} pages; open {pages[0].resolve().as_uri()}", file=sys.stderr)
         return
     if args.command == "spec":  # the contract comes from the models alone: no settings needed
+        from . import contract
+
         contract.run(args)
         return
+    for warning in unknown_variables():
+        print(f"WARNING: {warning}", file=sys.stderr)
     try:
-        settings = Settings.from_env()
+        _run(args)
+    except (SettingsError, preflight.StartupRefused) as exc:
+        one_line = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        print(f"blocks-rt {args.command}: {one_line}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _run(args: argparse.Namespace) -> None:
+    flags = {name: getattr(args, name) for name in ("host", "port") if getattr(args, name, None) is not None}
+    settings = Settings.from_env(flags=flags)
+    try:
         admin.check(settings)
     except ValueError as exc:
-        parser.error(str(exc))
+        raise preflight.StartupRefused(str(exc)) from None
+    oplog.configure(settings)
     if args.command == "serve":
-        overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
-        serve(settings.with_(**overrides))
+        serve(settings)
     elif args.command == "token":
-        if not settings.jwt_secret:
-            parser.error("BLOCKS_RT_JWT_SECRET is not set: nothing to sign with")
-        try:
-            TokenVerifier(settings)  # settings the gateway refuses to start with make useless tokens
-        except ValueError as exc:
-            parser.error(str(exc))
-        print(mint_token(settings, args.user_id, args.ttl))
+        print(token(settings, args.user_id, args.ttl))
     elif args.command == "demo":
-        asyncio.run(demo(_with_dev_secrets(settings)))
+        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+        logging.getLogger("blocks_rt.ops").setLevel(logging.WARNING)  # the story is the output
+        settings, note = with_dev_secrets(settings, Path.cwd())
+        if note:
+            print(note, file=sys.stderr)
+        asyncio.run(demo(settings))
     elif args.command == "outbox":
         dsn = args.dsn or settings.outbox_dsn
         if not dsn:
-            parser.error("no database: set BLOCKS_RT_OUTBOX_DSN or pass --dsn")
-        from . import outbox  # needs the `postgres` extra
+            raise preflight.StartupRefused("no database: set BLOCKS_RT_OUTBOX_DSN or pass --dsn")
+        settings = settings.with_(outbox_dsn=dsn, redis_url=None)
+        preflight.check_packages(settings)
+        asyncio.run(preflight.check_services(settings))
+        from . import outbox  # needs psycopg
 
         asyncio.run(outbox.init(dsn))
         print("blocks_rt_outbox is ready")

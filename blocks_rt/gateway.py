@@ -18,6 +18,7 @@ import socketio
 from pydantic import BaseModel, ValidationError
 
 from . import messages as msg
+from . import oplog
 from .auth import AUTH_FAILED, TokenVerifier, token_from_handshake
 from .delivery import LocalDelivery
 from .directory import UserDirectory
@@ -88,6 +89,7 @@ class Gateway:
         self.room_host = room_host
         self.presence = presence
         self.cluster = cluster
+        self.sessions = oplog.Sessions()
         metrics.sockets.set_function(lambda: self.presence.socket_count)
         metrics.users.set_function(lambda: self.presence.user_count)
         self.sio.on_slow_consumer(NAMESPACE, self._slow_consumer)
@@ -125,6 +127,7 @@ class Gateway:
     def _refusal(self, code: str) -> socketio.exceptions.ConnectionRefusedError:
         """The refusal of a connect (`connect_error` "Authentication failed", `data.code`), counted."""
         self.metrics.connects_refused.labels(code).inc()
+        oplog.refused(code)
         return socketio.exceptions.ConnectionRefusedError(AUTH_FAILED, {"code": code})
 
     async def _on_connect(self, sid: str, environ: dict[str, Any], auth: Any) -> None:
@@ -165,6 +168,7 @@ class Gateway:
             await self._forget(sid)
             raise self._refusal(ServiceUnavailable.code) from None
         self._schedule_expiry(info)
+        self.sessions.connected(sid, user.id, environ, len(readable))
         # The CONNECT ack (sent when this returns) and the welcome leave in one write: one read for the client.
         release = self.sio.hold_writes(sid, NAMESPACE)
         self._spawn(self._welcome(sid, user, streams, readable, refused + over, release))
@@ -213,6 +217,7 @@ class Gateway:
         await self.room_host.leave(room)
 
     async def _on_disconnect(self, sid: str, reason: Any = None) -> None:
+        self.sessions.disconnected(sid, reason)
         await self._forget(sid)
 
     async def _forget(self, sid: str) -> None:
@@ -236,6 +241,8 @@ class Gateway:
         if info is None or info.ending:
             return
         info.ending = True
+        if reason != "server_shutdown":  # shutdown says it once, with the count
+            oplog.session_ended(sid, info.user_id, reason)
         await self.delivery.send(sid, "session:ended", msg.SessionEnded(reason=reason, message=message))
         await self.sio.disconnect(sid, namespace=NAMESPACE)
 
@@ -245,6 +252,7 @@ class Gateway:
         if info is None or info.ending:
             return None
         info.ending = True
+        oplog.session_ended(sid, info.user_id, "slow_consumer")
         ended = msg.SessionEnded(reason="slow_consumer", message="too far behind; reconnect with your offsets")
         return "session:ended", ended.wire()
 

@@ -29,6 +29,7 @@ from typing import Any, Literal
 import psycopg
 from prometheus_client import Counter, Gauge
 
+from . import oplog
 from .bus import DomainEvent, validate
 from .delivery import Dispatcher
 from .errors import BlocksError, InvalidEvent
@@ -203,10 +204,11 @@ class OutboxConsumer:
             await conn.execute("UPDATE blocks_rt_outbox SET processed_at = now(), batch = NULL WHERE id = ANY(%s)",
                                ([row.id for row, _ in valid],))
         self._progressed = True
+        oplog.outbox_batch(key, len(valid), len(dead))
         self._metrics.rows.labels("delivered").inc(len(valid))
         if dead:
             self._metrics.rows.labels("dead").inc(len(dead))
-            log.warning("outbox: %d row(s) set aside as dead letters: %s", len(dead), dead[:5])
+            oplog.dead_letters(dead)
             self._metrics.dead.set(await self._scalar(
                 conn, "SELECT count(*) FROM blocks_rt_outbox WHERE dead_at IS NOT NULL"))
 

@@ -7,6 +7,7 @@ field; nothing else maps names.
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
@@ -103,21 +104,26 @@ class Settings:
     admin_user: str = "admin"
     admin_password: str | None = None
     admin_read_only: bool = True
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = "text"  # json: one object per line (oplog.py)
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        """Read the `BLOCKS_RT_*` variables; unset or empty ones keep their defaults.
+    def from_env(cls, env: Mapping[str, str] | None = None, flags: Mapping[str, str] | None = None) -> Settings:
+        """Read the `BLOCKS_RT_*` variables; unset or empty ones keep their defaults. `flags` (field name →
+        text) are command-line options: they override the variable and are checked the same way.
 
-        SettingsError names every variable whose value is refused, and why.
+        SettingsError names every variable (or `--flag`) whose value is refused, and why.
         """
         env = os.environ if env is None else env
         given = {f.name: env[env_var(f.name)] for f in fields(cls) if env.get(env_var(f.name))}
+        given |= flags or {}
         if "data_dir" in given:
             given.setdefault("users_file", str(Path(given["data_dir"]) / "users.json"))
         try:
             return _adapter().validate_python(given)
         except ValidationError as exc:
-            raise SettingsError("; ".join(_explain(error, given) for error in exc.errors())) from None
+            errors = (_explain(error, given, flags or {}) for error in exc.errors())
+            raise SettingsError("; ".join(errors)) from None
 
     def with_(self, **changes: object) -> Settings:
         """A copy with some fields changed (tests and notebooks)."""
@@ -129,10 +135,24 @@ def _adapter() -> TypeAdapter[Settings]:
     return TypeAdapter(Settings)
 
 
-def _explain(error: Mapping[str, Any], given: Mapping[str, str]) -> str:
+def unknown_variables(env: Mapping[str, str] | None = None) -> list[str]:
+    """A warning for each `BLOCKS_RT_*` variable that is no setting (a typo is otherwise silently ignored)."""
+    env = os.environ if env is None else env
+    known = [f.name.upper() for f in fields(Settings)]
+    warnings = []
+    for name in sorted(n for n in env if n.startswith(ENV_PREFIX) and n.removeprefix(ENV_PREFIX) not in known):
+        closest = difflib.get_close_matches(name.removeprefix(ENV_PREFIX), known, n=1)  # the prefix is no clue
+        hint = f"did you mean {ENV_PREFIX}{closest[0]}?" if closest else "see the configuration table in the README"
+        warnings.append(f"{name} is not a blocks-rt setting and is ignored: {hint}")
+    return warnings
+
+
+def _explain(error: Mapping[str, Any], given: Mapping[str, str], flags: Mapping[str, str]) -> str:
     name = str(error["loc"][0]) if error.get("loc") else ""
     why = str(error["msg"]).removeprefix("Value error, ")
     if name not in given:  # a derived value (users_file from data_dir) or one of several fields
         return f"{env_var(name) if name else 'settings'}: {why}"
+    if name in flags:
+        return f"--{name.replace('_', '-')} {given[name]}: {why}"
     shown = "(hidden)" if any(word in name for word in _SECRET_WORDS) else repr(given[name])
     return f"{env_var(name)}={shown}: {why}"

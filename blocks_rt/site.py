@@ -46,6 +46,11 @@ def title_of(nb: Any, source: Path) -> str:
     return heading.group(1).strip() if heading else source.stem
 
 
+def plain(title: str) -> str:
+    """A markdown title as plain text (navigation links and the browser's title show no backticks)."""
+    return re.sub(r"`([^`]*)`|\*\*([^*]*)\*\*", lambda m: m.group(1) or m.group(2) or "", title)
+
+
 def promise_of(nb: Any) -> str:
     """The first sentence of the **Promise** paragraph of the first markdown cell, without its label.
 
@@ -103,7 +108,7 @@ def _exporter() -> HTMLExporter:
 
 
 def _link(page: Page | None) -> dict[str, str] | None:
-    return {"href": page.href, "title": page.title} if page else None
+    return {"href": page.href, "title": plain(page.title)} if page else None
 
 
 def _index(pages: list[Page]) -> Any:
@@ -129,7 +134,7 @@ def build(notebooks: Path, out: Path) -> list[Path]:
     index.write_text(exporter.from_notebook_node(_index(pages), resources={"site": None})[0], encoding="utf-8")
     written = [index]
     for n, (page, nb) in enumerate(zip(pages, books, strict=True)):
-        nb.metadata["title"] = page.title
+        nb.metadata["title"] = plain(page.title)
         after = pages[n + 1] if n + 1 < len(pages) else None
         links = {"prev": _link(pages[n - 1] if n else None), "next": _link(after)}
         html, _ = exporter.from_notebook_node(nb, resources={"site": links})

@@ -28,6 +28,29 @@ OUT = Path(__file__).resolve().parent.parent / "blocks_rt" / "admin_ui"
 DEFAULT_SERVER = ('<script>try{localStorage.getItem("server_url")||'
                   'localStorage.setItem("server_url",location.origin)}catch(e){}</script>')
 
+# A read-only server (python-socketio's instrumentation: no JOIN among its supportedFeatures) is shown as one: the
+# "Read-only?" switch on and locked, and no "Join a room" form. Upstream only reads that switch from localStorage.
+READ_ONLY_PATCHES = [
+    ("updateConfig:function(e,t){e.supportedFeatures=t.supportedFeatures}",
+     'updateConfig:function(e,t){e.supportedFeatures=t.supportedFeatures,t.supportedFeatures.includes("JOIN")||'
+     "(e.readonly=!0)}"),
+    ("disabled:function(e){return 0===e.config.supportedFeatures.length}",
+     'disabled:function(e){return!e.config.supportedFeatures.includes("JOIN")}'),
+    ('n("v-card-text",[n("form",{on:{submit:function(t){return t.preventDefault(),e.onSubmit(t)}}},'
+     '[n("v-combobox",{staticClass:"select-room',
+     'e.isReadonly?e._e():n("v-card-text",[n("form",{on:{submit:function(t){return t.preventDefault(),'
+     'e.onSubmit(t)}}},[n("v-combobox",{staticClass:"select-room'),
+]
+
+
+def patch_read_only(js: str) -> str:
+    """The app's bundle with READ_ONLY_PATCHES applied (each must match exactly once)."""
+    for old, new in READ_ONLY_PATCHES:
+        if js.count(old) != 1:
+            raise SystemExit(f"the upstream app bundle changed: review the read-only patch {old[:40]!r} by hand")
+        js = js.replace(old, new)
+    return js
+
 
 def unpack(spec: str, work: Path) -> Path:
     name = subprocess.run(["npm", "pack", "--silent", spec], cwd=work, check=True, capture_output=True,
@@ -70,6 +93,8 @@ def main() -> None:
         (OUT / "index.html").write_text(index.replace("<title>", DEFAULT_SERVER + "<title>", 1))
         for js in (OUT / "js").glob("*.js"):  # the maps are not shipped: no dangling reference to them
             js.write_text(re.sub(r"\n?//# sourceMappingURL=\S+\s*$", "\n", js.read_text()))
+        [app] = (OUT / "js").glob("app.*.js")
+        app.write_text(patch_read_only(app.read_text()))
         licences = OUT / "licenses"
         licences.mkdir()
         shutil.copy(ui / "LICENSE", licences / "socket.io-admin-ui.LICENSE")

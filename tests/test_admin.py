@@ -15,6 +15,7 @@ from samples import envelope
 
 from blocks_rt import cli
 from blocks_rt.app import create_app
+from blocks_rt.banner import dev_banner
 from blocks_rt.client import ClientError
 from blocks_rt.engine import admin
 from blocks_rt.settings import NAMESPACE, Settings
@@ -84,9 +85,9 @@ def test_serve_with_the_admin_on_and_no_password_is_a_clear_error(monkeypatch: p
 
 
 def test_serve_prints_the_admin_url_when_it_is_on() -> None:
-    on = Settings(api_key="k", admin=True, admin_password=PASSWORD)
-    assert "Admin UI:  http://127.0.0.1:3000/admin/  (read-only; user admin" in cli._snippet(on, "0.0.0.0", 3000, "t")
-    assert "Admin UI" not in cli._snippet(Settings(api_key="k"), "127.0.0.1", 3000, "t")
+    on = Settings(api_key="k", admin=True, admin_password=PASSWORD, host="0.0.0.0")
+    assert "Admin UI:  http://127.0.0.1:3000/admin/  (read-only; user admin" in dev_banner(on, "t")
+    assert "Admin UI" not in dev_banner(Settings(api_key="k"), "t")
 
 
 def test_settings_read_the_admin_variables() -> None:

@@ -120,6 +120,34 @@ async def test_admin_ui_logs_in_and_shows_the_live_sockets_and_rooms(make_lab: M
     assert outside == []
 
 
+@pytest.mark.parametrize("read_only", [True, False])
+async def test_the_admin_ui_shows_a_read_only_server_as_read_only(make_lab: MakeLab, browser: Browser,
+                                                                  screenshots: Path, read_only: bool) -> None:
+    lab = await make_lab(admin=True, admin_password=PASSWORD, admin_read_only=read_only)
+    await lab.client("usr_amira")
+    sid = lab.blocks.gateway.presence.sockets_of("usr_amira")[0]
+    page, outside = await page_of(browser, (lab.url + "/", "data:"))
+    await page.goto(f"{lab.url}/admin/")
+    await page.get_by_label("Username").fill("admin")
+    await page.get_by_label("Password").fill(PASSWORD)
+    await page.get_by_role("button", name="Connect").click()
+    await expect(page.get_by_text("Connection", exact=True)).to_be_hidden(timeout=10_000)
+    switch = page.get_by_label("Read-only?")
+    await page.get_by_role("link", name="Sockets").click()
+    await page.get_by_role("row", name=sid).click()
+    await expect(page.get_by_text("user:usr_amira").first).to_be_visible(timeout=10_000)
+    if read_only:
+        await expect(switch).to_be_checked()
+        await expect(switch).to_be_disabled()
+        await expect(page.get_by_label("Join a room")).to_have_count(0)
+    else:
+        await expect(switch).to_be_enabled()
+        await expect(page.get_by_label("Join a room")).to_be_visible()
+    await page.screenshot(path=screenshots / f"admin-6-{'read-only' if read_only else 'read-write'}.png",
+                          full_page=True, animations="disabled")
+    assert outside == []
+
+
 async def test_the_site_index_lists_every_notebook_and_a_page_shows_its_charts(
         browser: Browser, screenshots: Path, tmp_path: Path) -> None:
     written = site.build(NOTEBOOKS, tmp_path / "site")
@@ -145,4 +173,15 @@ async def test_the_site_index_lists_every_notebook_and_a_page_shows_its_charts(
 
     await page.get_by_role("link", name="→").first.click()  # on to the next notebook
     await expect(page).to_have_url(written[2].as_uri())
+    assert outside == []
+
+
+async def test_no_output_of_the_site_scrolls_sideways(browser: Browser, tmp_path: Path) -> None:
+    written = site.build(NOTEBOOKS, tmp_path / "site")
+    page, outside = await page_of(browser, (tmp_path.as_uri() + "/", "data:"))
+    for html in written[1:]:
+        await page.goto(html.as_uri())
+        wide = await page.evaluate("""() => [...document.querySelectorAll('.jp-OutputArea-output')]
+            .filter(output => output.scrollWidth > output.clientWidth + 1).length""")
+        assert wide == 0, html.name  # wide tables wrap and shrink to the page instead (site_template)
     assert outside == []

@@ -24,6 +24,7 @@ from blocks_rt import events as ev
 from blocks_rt import examples as ex
 from blocks_rt import messages as msg
 from blocks_rt.errors import ServiceUnavailable
+from blocks_rt.eventdocs import events_markdown
 from blocks_rt.eventlog import Position, stamp
 from blocks_rt.idempotency import IN_FLIGHT, REUSED
 from blocks_rt.publish_api import PUBLISH_ERRORS
@@ -75,6 +76,16 @@ def test_committed_spec_is_what_the_models_generate() -> None:
     assert sorted(committed) == sorted(expected), REGENERATE
     stale = [path for path, text in expected.items() if committed[path] != text]
     assert stale == [], f"out of date: {stale}; {REGENERATE}"
+
+
+def test_the_events_page_is_what_the_models_generate_and_names_every_event_and_field() -> None:
+    page = (ROOT / "docs" / "events.md").read_text()
+    assert page == events_markdown(), "regenerate with `blocks-rt spec events` and commit docs/events.md"
+    headings = {line[5:-1] for line in page.splitlines() if line.startswith("### `")}
+    assert headings == set(contract.SERVER_EVENTS) | set(msg.CLIENT_EVENTS) | set(ev.DOMAIN_EVENTS)
+    for event, model in ev.DOMAIN_EVENTS.items():
+        section = page.split(f"### `{event}`\n", 1)[1].split("\n### ", 1)[0]
+        assert all(f"| `{field.alias or name}` |" in section for name, field in model.model_fields.items()), event
 
 
 def test_cli_generates_the_same_bytes_in_another_process(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from blocks_rt.app import create_app
 from blocks_rt.cli import main
-from blocks_rt.settings import DATA_DIR, Settings, SettingsError, env_var
+from blocks_rt.settings import DATA_DIR, Settings, SettingsError, env_var, unknown_variables
 from blocks_rt.testing.lab import LAB_API_KEY, LAB_SECRET
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -35,7 +35,7 @@ DEFAULTS = {
     "BLOCKS_RT_IDEMPOTENCY_TTL_S": 86400, "BLOCKS_RT_IDEMPOTENCY_LEASE_S": 10, "BLOCKS_RT_OUTBOX_DSN": None,
     "BLOCKS_RT_OUTBOX_POLL_S": 1, "BLOCKS_RT_OUTBOX_BATCH": 500, "BLOCKS_RT_OUTBOX_RETENTION_S": 604800,
     "BLOCKS_RT_ADMIN": False, "BLOCKS_RT_ADMIN_USER": "admin", "BLOCKS_RT_ADMIN_PASSWORD": None,
-    "BLOCKS_RT_ADMIN_READ_ONLY": True,
+    "BLOCKS_RT_ADMIN_READ_ONLY": True, "BLOCKS_RT_LOG_LEVEL": "info", "BLOCKS_RT_LOG_FORMAT": "text",
 }
 
 
@@ -118,6 +118,24 @@ def test_a_refused_secret_is_never_echoed() -> None:
     with pytest.raises(SettingsError) as refused:
         Settings.from_env({"BLOCKS_RT_JWT_SECRET": "s3cr3t-value", "BLOCKS_RT_PORT": "x"})
     assert "s3cr3t" not in str(refused.value)
+
+
+def test_command_line_flags_override_their_variable_and_are_checked_the_same_way() -> None:
+    env = {"BLOCKS_RT_PORT": "3001", "BLOCKS_RT_HOST": "127.0.0.2"}
+    settings = Settings.from_env(env, flags={"port": "4000"})
+    assert (settings.host, settings.port) == ("127.0.0.2", 4000)
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env(env, flags={"port": "99999"})
+    assert str(refused.value) == "--port 99999: Input should be less than or equal to 65535"
+
+
+def test_an_unknown_variable_gets_a_warning_with_the_closest_setting() -> None:
+    env = {"BLOCKS_RT_PROT": "1", "BLOCKS_RT_LOGLEVEL": "debug", "BLOCKS_RT_XYZZY_QUUX": "1", "BLOCKS_RT_PORT": "1",
+           "OTHER_PROT": "1"}
+    assert unknown_variables(env) == [
+        "BLOCKS_RT_LOGLEVEL is not a blocks-rt setting and is ignored: did you mean BLOCKS_RT_LOG_LEVEL?",
+        "BLOCKS_RT_PROT is not a blocks-rt setting and is ignored: did you mean BLOCKS_RT_PORT?",
+        "BLOCKS_RT_XYZZY_QUUX is not a blocks-rt setting and is ignored: see the configuration table in the README"]
 
 
 def test_serve_refuses_to_start_with_a_bad_variable_and_names_it(monkeypatch: pytest.MonkeyPatch,

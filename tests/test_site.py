@@ -41,7 +41,7 @@ def test_every_notebook_renders_with_its_charts_and_code_folded(built: list[Path
         folded = soup.select("details.code")
         assert len(folded) == sum(c.cell_type == "code" for c in nb.cells), source.name
         assert not any(d.has_attr("open") for d in folded)
-        assert soup.title is not None and soup.title.string == site.title_of(nb, source)
+        assert soup.title is not None and soup.title.string == site.title_of(nb, source).replace("`", "")
         assert external_resources(html) == [], source.name
         assert "Traceback" not in html, source.name
 
@@ -65,6 +65,7 @@ def test_pages_link_to_the_previous_and_next_notebook_and_the_index(built: list[
         assert links["index"] == {"index.html"}
         assert links["prev"] == ({built[n - 1].name} if n > 1 else set())
         assert links["next"] == ({built[n + 1].name} if n + 1 < len(built) else set())
+        assert not any("`" in a.get_text() for a in soup.select("nav.site a")), page.name  # plain titles
 
 
 def test_promise_title_and_summaries_of_a_notebook(tmp_path: Path) -> None:
@@ -82,6 +83,7 @@ def test_promise_title_and_summaries_of_a_notebook(tmp_path: Path) -> None:
     source.parent.mkdir()
     nbformat.write(nb, source)
     assert site.title_of(nb, source) == "14 · Something new"
+    assert site.plain("03 · `wallet:balance_updated` and **more**") == "03 · wallet:balance_updated and more"
     assert site.promise_of(nb) == "It works."
     assert site.promise_of(new_notebook(cells=[new_markdown_cell("# T\n\nplain first line. second")])) == "Plain first line."
 

@@ -241,6 +241,7 @@ class Node:
     env: dict[str, str]
     process: subprocess.Popen[bytes] | None = None
     log_path: str = field(default="")
+    cwd: str | None = None  # its working folder (where development secrets are kept); default: this process's
 
     @property
     def url(self) -> str:
@@ -251,7 +252,7 @@ class Node:
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "blocks_rt.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
-                env=self.env, stdout=log, stderr=subprocess.STDOUT)
+                env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=self.cwd)
 
     async def wait_healthy(self, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout
