@@ -120,8 +120,8 @@ def create_app(settings: Settings, *, users: UserDirectory | None = None) -> web
     services = Services(Store.load(settings.data_dir), bus)
     blocks = Blocks(settings, bus, event_log, gateway, services, metrics, backends.fanout)
 
-    # The publish API reads bodies up to client_max_size; its requests are logged from their answers.
-    app = web.Application(client_max_size=settings.max_publish_bytes, middlewares=[oplog.publish_log])
+    app = web.Application(client_max_size=settings.max_publish_bytes)  # the publish API reads bodies up to this
+    app.on_response_prepare.append(oplog.publish_log)  # publish requests are logged from their answers
     app[BLOCKS] = blocks
     sio.attach(app)
     admin.setup(app, sio, presence, settings, server_id=node_id)

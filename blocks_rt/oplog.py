@@ -15,7 +15,7 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs
@@ -137,18 +137,17 @@ class Sessions:
 
 
 PUBLISH_PATH = "/api/events"
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @web.middleware
-async def publish_log(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """One line per publish request, read from its answer: events and streams accepted, or the refusal's code."""
-    response = await handler(request)
+async def publish_log(request: web.Request, response: web.StreamResponse) -> None:
+    """One line per publish request, read from its answer as it is sent: events and streams accepted, or the
+    refusal's code. An `on_response_prepare` signal, not a middleware: a middleware's frame would wrap every
+    request, a websocket's too, and keep its request alive for the connection's life."""
     if request.path == PUBLISH_PATH and request.method == "POST" and log.isEnabledFor(logging.INFO):
         body = response.body if isinstance(response, web.Response) else None
         _published(request.headers.get("Idempotency-Key"), response.status,
                    orjson.loads(body) if isinstance(body, bytes) and body else {})
-    return response
 
 
 def _published(key: str | None, status: int, answer: Mapping[str, Any]) -> None:
