@@ -18,9 +18,13 @@ Where this departs from stock, it follows the Engine.IO v4 protocol and Node's s
 - the handshake announces `pingInterval` in exact milliseconds (stock: `int(seconds) * 1000`);
 - a closed socket leaves the engine at once, so its next long-polling request gets 400; a pending
   long-poll ended by the client's close packet gets a NOOP (`6`), not an empty body;
-- a socket whose queue (what waits behind its paused transport) passes `max_socket_buffer_bytes` is a
-  slow consumer: what waits is dropped, it is told why (`on_slow_consumer`) and closed; the kernel's send
-  buffer of a websocket is capped at the same size (Linux would grow it to 4 MiB).
+- a socket whose queue (what waits behind its paused transport, or for a long-polling GET) passes
+  `max_socket_buffer_bytes` is a slow consumer: what waits is dropped, it is told why (`on_slow_consumer`)
+  and closed; the kernel's send buffer of a websocket is capped at the same size (Linux would grow it to 4 MiB).
+  So is a websocket whose peer keeps its transport's writing paused for `pingTimeout` (`stalled`): it has
+  taken nothing for that long, so it is dropped at once rather than given another `pingTimeout` to flush.
+  A queued packet counts its data and `PACKET_OVERHEAD` (the objects that hold it): a flood of small acks
+  to a client that never reads or never polls costs what it counts.
 A closing websocket that cannot flush (a vanished or non-reading peer) is aborted `pingTimeout` later.
 
 A socket writes to one of two websockets, through the same few methods (`ready_transport`, `writelines`,
@@ -51,6 +55,7 @@ from .deadlines import Deadline
 from .websocket import WebSocketConnection, bound_send_buffer, take_over, text_frame
 
 SlowConsumerHook = Callable[[str], str | None]
+PACKET_OVERHEAD = 256  # bytes of Python objects per queued packet beyond its data (Packet, its dict, the str)
 """Told an engine session id whose socket is a slow consumer; returns its last message (or None)."""
 
 
@@ -72,7 +77,7 @@ class Cork(asyncio.WriteTransport):
 
 def _size(pkt: eio_packet.Packet | None) -> int:
     data = pkt.data if pkt is not None else None
-    return len(data) if isinstance(data, str | bytes) else 16
+    return PACKET_OVERHEAD + (len(data) if isinstance(data, str | bytes) else 0)
 
 
 class FastWebSocket(EngineWebSocket):  # type: ignore[misc]
@@ -112,6 +117,11 @@ class FastWebSocket(EngineWebSocket):  # type: ignore[misc]
         if protocol is not None and protocol.transport is not None:
             protocol.transport.writelines(frames)
 
+    def paused(self) -> bool:
+        """Whether the peer has stopped taking what is written (the transport's buffer is over its high-water mark)."""
+        protocol = self.request_protocol
+        return protocol is not None and protocol.writing_paused
+
     def abort(self) -> None:
         """Drop the connection and whatever it still buffers (the peer stopped reading)."""
         protocol = self.request_protocol
@@ -128,7 +138,7 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
     flusher: asyncio.Task[None] | None = None  # drains `queue` while packets wait in it
     heartbeat: Deadline | None = None  # the next ping, or the outstanding ping's pong deadline
     closing_deadline: Deadline | None = None  # when a closing websocket that cannot flush is aborted
-    queued_bytes = 0  # what waits in `queue`, roughly (the length of each packet's data)
+    queued_bytes = 0  # what waits in `queue`, roughly (each packet's data and PACKET_OVERHEAD)
     slow = False  # ended as a slow consumer: further messages are dropped
     polling = False  # a long-polling GET is waiting for packets
     cork: Cork | None = None  # while set, direct writes wait in it (`hold_writes`)
@@ -215,6 +225,17 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
         if farewell is not None:
             self._enqueue(eio_packet.Packet(eio_packet.MESSAGE, farewell))
         self.server.spawn(self.close(wait=False, abort=False, reason=self.server.reason.SERVER_DISCONNECT))
+
+    def overflowed(self) -> None:
+        """What the peer made the websocket write and did not take passed the bound: a slow consumer."""
+        if not self.slow and not self.closing:
+            self.end_slow_consumer()
+
+    def stalled(self) -> None:
+        """The peer took nothing for pingTimeout while writes waited for it: a slow consumer, dropped at once (its
+        farewell would wait behind what it does not read)."""
+        self.overflowed()
+        self._abort()
 
     async def poll(self) -> list[eio_packet.Packet]:
         """Stock long-poll, with at most as many packets per response as python-engineio's client decodes.
@@ -310,7 +331,11 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
 
     def _pong_overdue(self) -> None:
         self.heartbeat = None
-        if not self.closing and not self.closed:
+        if self.closing or self.closed:
+            return
+        if self.ws is not None and self.ws.paused():
+            self.stalled()  # the ping itself still waits behind what the peer does not read
+        else:
             # No CLOSE packet (Node sends none either): the peer is not listening; the websocket is closed.
             self.server.spawn(self.close(wait=False, abort=True, reason=self.server.reason.PING_TIMEOUT))
 
