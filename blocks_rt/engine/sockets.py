@@ -138,6 +138,7 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
     flusher: asyncio.Task[None] | None = None  # drains `queue` while packets wait in it
     heartbeat: Deadline | None = None  # the next ping, or the outstanding ping's pong deadline
     closing_deadline: Deadline | None = None  # when a closing websocket that cannot flush is aborted
+    closing_ws: FastWebSocket | WebSocketConnection | None = None  # sent its close, waits for the peer to hang up
     queued_bytes = 0  # what waits in `queue`, roughly (each packet's data and PACKET_OVERHEAD)
     slow = False  # ended as a slow consumer: further messages are dropped
     polling = False  # a long-polling GET is waiting for packets
@@ -273,17 +274,18 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
                 pkt = queue.get_nowait()
                 try:
                     if pkt is None:
-                        self.ws = None  # nothing more is written to this websocket
+                        self._closing_websocket(ws)
                         await ws.close()
                         return
                     await ws.send(pkt.encode())
                 finally:
                     self._dequeued(pkt)
         except Exception:  # the peer is gone: the reader sees the closed websocket and ends the socket
-            self.ws = None
+            self._closing_websocket(ws)
             await ws.close()
         finally:
             self.flusher = None
+            self.closing_ws = None
             if queue.empty() and self._queue is queue:
                 self._queue = None
             if self.ws is None and self.closing_deadline is not None:  # closed in time
@@ -308,9 +310,14 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
         if self.server.sockets.get(self.sid) is self:
             del self.server.sockets[self.sid]
 
+    def _closing_websocket(self, ws: FastWebSocket | WebSocketConnection) -> None:
+        """Nothing more is written to `ws`; until the peer hangs up, the closing deadline may still abort it (a peer
+        that never reads nor hangs up would keep it, and its buffers, forever)."""
+        self.ws, self.closing_ws = None, ws
+
     def _abort(self) -> None:
         self.closing_deadline = None
-        ws = self.ws
+        ws = self.ws or self.closing_ws
         if ws is not None:
             ws.abort()
 
