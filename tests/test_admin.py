@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import socket
 from collections.abc import Awaitable, Callable
@@ -12,6 +13,7 @@ import aiohttp
 import pytest
 import socketio
 from samples import envelope
+from security_kit import RawSocket
 
 from blocks_rt import cli
 from blocks_rt.app import create_app
@@ -256,3 +258,25 @@ async def test_the_ui_page_passes_the_origin_check_other_origins_do_not(make_lab
             assert response.status == 200 and response.headers["Access-Control-Allow-Origin"] == lab.url
         async with http.get(handshake, headers={"Origin": "http://evil.example"}) as response:
             assert response.status == 400
+
+
+async def test_a_password_guesser_gets_one_try_per_wait_and_is_logged_without_its_guesses(
+        make_lab: MakeLab, caplog: pytest.LogCaptureFixture) -> None:
+    """After a wrong password, the address's tries are refused unchecked until its wait is over (a minute here),
+    even with the right password: 200 guesses in a row get one answer from the password check."""
+    lab = await make_lab(**ADMIN_ON, auth_failure_delay_s=60)
+    answers: list[str] = []
+    with caplog.at_level(logging.WARNING, logger="blocks_rt.guessing"):
+        for n in range(0, 200, 5):  # five CONNECTs per engine connection, the most it may send
+            raw = await RawSocket.open(lab.url)
+            for guess in [f"guess-{n + i}" for i in range(4)] + [PASSWORD]:
+                answers.append(str(await raw.connect({"username": "admin", "password": guess}, admin.NAMESPACE)))
+            await raw.close()
+    assert answers[0] == '44/admin,{"message":"invalid credentials"}'
+    assert all(a.startswith('44/admin,{"message":"too many failed logins: retry in ') for a in answers[1:])
+    failed = lab.blocks.metrics.registry.get_sample_value("blocks_rt_credentials_failed_total", {"door": "admin_login"})
+    throttled = lab.blocks.metrics.registry.get_sample_value("blocks_rt_credentials_throttled_total",
+                                                             {"door": "admin_login"})
+    assert (failed, throttled) == (1, 199)
+    assert caplog.messages == ["failed admin_login from 127.0.0.1 (1 in a row; next try in 60 s)"]
+    assert not [m for m in caplog.messages if "guess" in m or PASSWORD in m]
