@@ -10,7 +10,7 @@ from blocks_rt.testing.lab import LAB_API_KEY, LAB_SECRET
 
 # Packages that only the extras bring (redis, notebooks, dev).
 EXTRAS_ONLY = ("redis", "psycopg", "pandas", "matplotlib", "jsonschema", "hypothesis", "nbval", "nbclient", "nbconvert",
-               "playwright", "pytest", "IPython")
+               "playwright", "pytest", "IPython", "websockets")
 
 
 def test_the_cli_and_the_app_need_no_extra_package() -> None:

@@ -329,16 +329,25 @@ class WebSocketConnection(asyncio.Protocol):
         return pos
 
     def _refused(self, first: int, second: int, length: int) -> int:
-        """The close code a frame's header earns (before its payload is waited for); 0 if it is acceptable."""
+        """The close code a frame's header earns (before its payload is waited for); 0 if it is acceptable.
+
+        Checked in the order the `websockets` library checks them (tests/test_engine_websocket_fuzz.py's oracle),
+        so a frame with several faults earns the same code: the opcode, the mask, the size (what the message in
+        progress already holds counts, for a control frame too), the reserved bits, then the rules of control
+        frames and of fragments."""
         opcode = first & 0x0F
-        if first & 0x70 or not second & 0x80:  # reserved bits (no extension was negotiated), or unmasked
+        if opcode not in (0, _TEXT, _BINARY, _CLOSE, _PING, _PONG) or not second & 0x80:
+            return _PROTOCOL_ERROR  # unknown, or unmasked
+        so_far = len(self.fragments) if self.fragments is not None else 0
+        if so_far + length > self.max_size:
+            return _TOO_BIG
+        if first & 0x70:  # reserved bits (no extension was negotiated)
             return _PROTOCOL_ERROR
         if opcode >= _CLOSE:
-            return 0 if opcode in (_CLOSE, _PING, _PONG) and first & _FIN and length <= 125 else _PROTOCOL_ERROR
-        if opcode not in (0, _TEXT, _BINARY) or (opcode == 0) == (self.fragments is None):
-            return _PROTOCOL_ERROR  # unknown, a continuation of nothing, or a new message inside a fragmented one
-        so_far = len(self.fragments) if self.fragments is not None else 0
-        return _TOO_BIG if so_far + length > self.max_size else 0
+            return 0 if first & _FIN and length <= 125 else _PROTOCOL_ERROR
+        if (opcode == 0) == (self.fragments is None):
+            return _PROTOCOL_ERROR  # a continuation of nothing, or a new message inside a fragmented one
+        return 0
 
     def _frame(self, first: int, payload: bytes) -> None:
         opcode = first & 0x0F
@@ -350,13 +359,16 @@ class WebSocketConnection(asyncio.Protocol):
             self.replies += frame(_PONG, payload)
         elif opcode == _CLOSE:
             code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1000
-            if len(payload) == 1 or not _valid_close_code(code):
+            if len(payload) == 1:
                 self._fail(_PROTOCOL_ERROR)
                 return
             try:
                 payload[2:].decode()
             except UnicodeDecodeError:
                 self._fail(_INVALID_DATA)
+                return
+            if not _valid_close_code(code):
+                self._fail(_PROTOCOL_ERROR)
                 return
             # Answered once the messages read before it are (`close` echoes the code): RFC 6455 §5.5.1 lets an
             # endpoint send what it was sending before its close frame.
