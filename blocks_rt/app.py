@@ -124,6 +124,8 @@ def create_app(settings: Settings, *, users: UserDirectory | None = None) -> web
     app[BLOCKS] = blocks
     sio.attach(app)
     admin.setup(app, sio, presence, metrics, settings, server_id=node_id)
+    metrics.watch("blocks_rt_slow_consumers", "Sockets ended as slow consumers, by why (queue, buffer, stalled)",
+                  lambda: dict(sio.eio.slow_consumers), label="why")
     api = PublishApi(metrics, settings.api_key, settings.max_publish_bytes, settings.max_publish_batch,
                      guesses=throttle("api_key", metrics, settings))
     app.router.add_routes(api.routes())

@@ -151,6 +151,7 @@ async def test_a_ping_flood_that_never_reads_is_held_to_the_bound_and_ended_as_a
     assert sent > 1 << 20  # far more than the bound was asked of the server
     await ended(lab, hostile, HEARTBEAT["ping_timeout_s"] + SLACK_S)
     assert hostile.socket.slow and hostile.max_held <= lab.settings.max_socket_buffer_bytes
+    assert lab.blocks.gateway.sio.eio.slow_consumers["stalled"] == 1  # its writing paused for pingTimeout
     await bystander.check()
 
 
@@ -209,6 +210,7 @@ async def test_a_ping_flood_on_a_compressed_websocket_is_held_and_ended_by_the_h
     await flood_with_bystander(hostile, bystander, client_frame(PING, b"x" * 125), seconds=1.5)
     await ended(lab, hostile, HEARTBEAT["ping_interval_s"] + HEARTBEAT["ping_timeout_s"] + SLACK_S)
     assert hostile.socket.slow and hostile.max_held <= lab.settings.max_socket_buffer_bytes
+    assert lab.blocks.gateway.sio.eio.slow_consumers["stalled"] == 1  # its pong overdue behind a paused transport
     await bystander.check()
 
 
@@ -236,6 +238,8 @@ async def test_a_long_polling_client_that_posts_requests_but_never_gets_is_held_
                 await bystander.check()
     assert statuses[-1] == 400 and sid not in eio.sockets  # ended: its next request is refused
     assert lean.slow and most <= lab.settings.max_socket_buffer_bytes
+    assert lab.blocks.gateway.sio.eio.slow_consumers["queue"] == 1
+    assert 'blocks_rt_slow_consumers_total{why="queue"} 1.0' in lab.blocks.metrics.exposition().decode()
     await bystander.check()
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from collections import Counter
 from collections.abc import Callable, Collection
 from typing import Any
 
@@ -85,6 +86,9 @@ class GatewayEngine(engineio.AsyncServer):  # type: ignore[misc]
         self.deadlines = Deadlines()  # every connection's deadlines: handshake, pings, token expiry
         self.max_socket_buffer_bytes = max_socket_buffer_bytes
         self.on_slow_consumer: SlowConsumerHook = lambda eio_sid: None
+        # Sockets ended as slow consumers, by why: their queue passed the bound, their websocket's write buffer did,
+        # or the peer kept the websocket's writing paused for pingTimeout (stalled).
+        self.slow_consumers: Counter[str] = Counter({"queue": 0, "buffer": 0, "stalled": 0})
         self.websocket_compression = False
         # Websockets taken over from aiohttp (engine/websocket.py): its runner no longer closes them at shutdown.
         self.taken_over: set[WebSocketConnection] = set()

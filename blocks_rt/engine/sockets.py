@@ -216,9 +216,11 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
         self.queue.task_done()
         self.queued_bytes = max(0, self.queued_bytes - _size(pkt))
 
-    def end_slow_consumer(self) -> None:
-        """Past the bound on queued bytes: drop what waits, queue the farewell, close (the log has the rest)."""
+    def end_slow_consumer(self, why: str = "queue") -> None:
+        """Past the bound on queued bytes (or `why` else): drop what waits, queue the farewell, close (the log has
+        the rest)."""
         self.slow = True
+        self.server.slow_consumers[why] += 1
         queue = self.queue
         while not queue.empty():
             self._dequeued(queue.get_nowait())
@@ -229,13 +231,16 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
 
     def overflowed(self) -> None:
         """What the peer made the websocket write and did not take passed the bound: a slow consumer."""
+        self._end_slow("buffer")
+
+    def _end_slow(self, why: str) -> None:
         if not self.slow and not self.closing:
-            self.end_slow_consumer()
+            self.end_slow_consumer(why)
 
     def stalled(self) -> None:
         """The peer took nothing for pingTimeout while writes waited for it: a slow consumer, dropped at once (its
         farewell would wait behind what it does not read)."""
-        self.overflowed()
+        self._end_slow("stalled")
         self._abort()
 
     async def poll(self) -> list[eio_packet.Packet]:
