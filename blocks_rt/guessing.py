@@ -7,12 +7,17 @@ with the right credentials (so guesses sent in parallel gain nothing, and learn 
 failure (a client retrying a few times too early is not locked out for it). A success forgets the address, as
 does a quiet `FORGET_AFTER_S`. So a guesser gets 5 tries in its first 15 s, then one every 5 minutes.
 
+A refused or failed try is answered after the address's wait (at most `TARPIT_S`, and at most the first delay):
+a guesser that waits for each answer, as most do, then costs the gateway about one request a second instead of
+as many as it can send (unanswered, a refusal is cheap, but a thousand a second still take a core's share).
+
 The table is bounded (`MAX_ADDRESSES`, oldest forgotten first): an attacker with many addresses cannot grow it.
 Failures are logged with the address and the door, never with what was tried.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -25,6 +30,7 @@ log = logging.getLogger(__name__)
 
 FORGET_AFTER_S = 3600.0  # without a failure
 MAX_ADDRESSES = 10_000
+TARPIT_S = 1.0
 
 
 @dataclass
@@ -61,6 +67,13 @@ class GuessThrottle:
             return 0.0
         self._refused.inc()
         return wait
+
+    async def slow_answer(self, address: str) -> None:
+        """Wait before answering a refused or failed try of `address` (see the module's docstring)."""
+        failures = self._failures.get(address)
+        wait = failures.next_try - self._clock() if failures is not None else 0.0
+        if wait > 0:
+            await asyncio.sleep(min(wait, self._delay_s, TARPIT_S))
 
     def failed(self, address: str) -> None:
         """`address` tried wrong credentials: it waits longer before its next try."""

@@ -100,6 +100,7 @@ class PublishApi:
 
     async def publish(self, request: web.Request) -> web.Response:
         if not self.authorized(request):
+            await self._guesses.slow_answer(request.remote or "")
             return _error(401, "unauthorized", "missing or wrong API key")
         key = request.headers.get(IDEMPOTENCY_KEY)
         if key is not None and not KEY_PATTERN.fullmatch(key):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 
 import pytest
 
@@ -88,3 +90,18 @@ def test_a_failure_is_logged_with_the_address_and_the_door(caplog: pytest.LogCap
     with caplog.at_level(logging.WARNING, logger="blocks_rt.guessing"):
         GuessThrottle("admin_login", Metrics()).failed("10.0.0.9")
     assert caplog.messages == ["failed admin_login from 10.0.0.9 (1 in a row; next try in 1 s)"]
+
+
+async def test_a_refused_try_is_answered_when_the_next_may_come_and_a_lockout_is_not_waited_out() -> None:
+    """The answer waits for the address's next try (at most the first delay): a guesser that waits for answers
+    sends about one try per delay."""
+    throttle = GuessThrottle("api_key", Metrics(), delay_s=0.05, lockout_after=2, lockout_s=300)
+    throttle.failed("10.0.0.1")
+    assert throttle.wait_s("10.0.0.1") > 0
+    await throttle.slow_answer("10.0.0.1")
+    assert throttle.wait_s("10.0.0.1") < 0.002  # its next try is welcome (a loop timer may fire a hair early)
+    throttle.failed("10.0.0.1")  # locked out for 300 s: the answer still comes after 0.05 s at most
+    started = time.monotonic()
+    await asyncio.wait_for(throttle.slow_answer("10.0.0.1"), 5)
+    assert throttle.wait_s("10.0.0.1") > 200 and time.monotonic() - started < 5
+    await throttle.slow_answer("10.0.0.9")  # an address that never failed is answered at once

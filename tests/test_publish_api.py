@@ -212,16 +212,16 @@ async def test_metrics_count_deliveries_and_refusals_by_reason(lab: Lab) -> None
 
 
 async def test_a_key_guesser_gets_one_try_per_wait_and_other_addresses_are_served(make_lab: MakeLab) -> None:
-    """After a wrong key, the address's requests are refused unchecked until its wait is over (a minute here), even
-    with the right key; a backend on another address is not held back."""
-    lab = await make_lab(event_rate=0, auth_failure_delay_s=60)
+    """After a wrong key, the address's requests are refused unchecked until its wait is over, even with the right
+    key; here the second failure locks the address out for a minute. A backend on another address is served."""
+    lab = await make_lab(event_rate=0, auth_failure_delay_s=0.01, auth_lockout_after=2, auth_lockout_s=60)
     statuses = [(await post(lab, json.dumps(envelope("wallet.balance_updated")),
                             {"Authorization": f"Bearer guess-{n}"}))[0] for n in range(100)]
     right, _ = await post(lab, json.dumps(envelope("wallet.balance_updated")))
     assert statuses == [401] * 100 and right == 401
     registry = lab.blocks.metrics.registry
-    assert registry.get_sample_value("blocks_rt_credentials_failed_total", {"door": "api_key"}) == 1
-    assert registry.get_sample_value("blocks_rt_credentials_throttled_total", {"door": "api_key"}) == 100
+    assert registry.get_sample_value("blocks_rt_credentials_failed_total", {"door": "api_key"}) == 2
+    assert registry.get_sample_value("blocks_rt_credentials_throttled_total", {"door": "api_key"}) == 99
     connector = aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))
     async with (aiohttp.ClientSession(connector=connector) as http,
                 http.post(f"{lab.url}/api/events", json=envelope("wallet.balance_updated"),

@@ -132,7 +132,8 @@ SURFACE = [
              "(self, sid, environ, client_auth)", "bab0b185eadbcb09"),
     Upstream("socketio.async_server:AsyncServer._handle_eio_message", "replaced: JSON-only packet guards",
              "(self, eio_sid, data)", "bef50fc0e1635921"),
-    Upstream("socketio.async_server:AsyncServer._handle_connect", "called by the guards",
+    Upstream("socketio.async_server:AsyncServer._handle_connect", "called by the guards; wrapped by GatewayAdmin "
+             "(a throttled login waits before it, as it makes the socket a member of the namespace)",
              "(self, eio_sid, namespace, data)"),
     Upstream("socketio.async_server:AsyncServer._handle_disconnect", "called by the guards",
              "(self, eio_sid, namespace, reason=None)"),

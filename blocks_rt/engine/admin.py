@@ -13,7 +13,8 @@ Upstream assumes the stock client manager and engine sockets; blocks-rt replaced
 - each socket's own room is reported as in stock python-socketio (the fast manager keeps none);
 - users' credentials are redacted (the `Authorization` header of the handshake, the token of `auth:refresh`);
 - failed logins are throttled per client address (`guessing.GuessThrottle`): a growing wait between tries,
-  then a refusal for minutes; a try before its time is refused without its password being checked;
+  then a refusal for minutes; a try before its time is refused without its password being checked, and taken
+  up only after a pause (a second at most);
 - with no admin connected nothing is reported (the upstream wrappers still build every report), and at most
   `EVENT_REPORTS_PER_S` events a second are (sockets, rooms and stats always are);
 - the engine-wide patches of python-engineio's `AsyncSocket` (packet and byte counts) are undone: they wrap
@@ -104,6 +105,8 @@ class GatewayAdmin(InstrumentedAsyncServer):  # type: ignore[misc]
         self._leave_room = manager._InstrumentedAsyncServer__basic_leave_room
         self._handle_gateway_event = self.sio._handle_event
         self.sio._handle_event = self._handle_event
+        self._handle_gateway_connect = self.sio._handle_connect
+        self.sio._handle_connect = self._handle_connect
         self._allowed_origin = self.sio.eio.cors_allowed_origins
         self.sio.eio.cors_allowed_origins = self._origin_allowed
 
@@ -129,6 +132,16 @@ class GatewayAdmin(InstrumentedAsyncServer):  # type: ignore[misc]
         if not hmac.compare_digest(user, expected_user) & hmac.compare_digest(password, expected_password):
             raise ConnectionRefusedError("invalid credentials")
         return True
+
+    async def _handle_connect(self, eio_sid: str, namespace: str, data: Any) -> None:
+        """A login from an address that failed lately is taken up only after its wait (at most a second): a guesser
+        waiting for answers sends about one try a second. Before python-socketio's connect, which makes the socket
+        a member of the namespace (its broadcasts, the server stats, would reach it while it waited)."""
+        if namespace == NAMESPACE:
+            await self._guesses.slow_answer(self.sio.environ.get(eio_sid, {}).get("REMOTE_ADDR", ""))
+            if eio_sid not in self.sio.environ:  # gone meanwhile
+                return
+        await self._handle_gateway_connect(eio_sid, namespace, data)
 
     def _origin_allowed(self, origin: str | None, environ: dict[str, Any] | None = None) -> bool:
         """The configured origins, and the gateway's own (the UI's page is served by it)."""

@@ -18,9 +18,10 @@ Where this departs from stock, it follows the Engine.IO v4 protocol and Node's s
 - the handshake announces `pingInterval` in exact milliseconds (stock: `int(seconds) * 1000`);
 - a closed socket leaves the engine at once, so its next long-polling request gets 400; a pending
   long-poll ended by the client's close packet gets a NOOP (`6`), not an empty body;
-- a socket whose queue (what waits behind its paused transport, or for a long-polling GET) passes
-  `max_socket_buffer_bytes` is a slow consumer: what waits is dropped, it is told why (`on_slow_consumer`)
-  and closed; the kernel's send buffer of a websocket is capped at the same size (Linux would grow it to 4 MiB).
+- a socket whose queue (what waits behind its paused transport, or for a long-polling GET) and its
+  transport's buffer pass `max_socket_buffer_bytes` together is a slow consumer: what waits is dropped, it is
+  told why (`on_slow_consumer`) and closed; the kernel's send buffer of a websocket is capped at the same size
+  (Linux would grow it to 4 MiB).
   So is a websocket whose peer keeps its transport's writing paused for `pingTimeout` (`stalled`): it has
   taken nothing for that long, so it is dropped at once rather than given another `pingTimeout` to flush.
   A queued packet counts its data and `PACKET_OVERHEAD` (the objects that hold it): a flood of small acks
@@ -122,6 +123,12 @@ class FastWebSocket(EngineWebSocket):  # type: ignore[misc]
         protocol = self.request_protocol
         return protocol is not None and protocol.writing_paused
 
+    def buffered(self) -> int:
+        """Bytes written and not yet taken by the kernel."""
+        protocol = self.request_protocol
+        transport = protocol.transport if protocol is not None else None
+        return transport.get_write_buffer_size() if transport is not None else 0
+
     def abort(self) -> None:
         """Drop the connection and whatever it still buffers (the peer stopped reading)."""
         protocol = self.request_protocol
@@ -200,10 +207,14 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
                     transport.write(text_frame(encoded.encode()))
                     return
         self._enqueue(pkt)
-        # Only what waits behind a busy transport counts: a batch (a replay, a publish request) is written
-        # whole to a transport that is not paused, so its buffer holds at most the high-water mark and a batch.
-        if self.queued_bytes > self.server.max_socket_buffer_bytes and not self.slow:
+        # What waits behind a busy transport counts with what its buffer holds (a batch, a replay, a publish request
+        # is written whole to a transport that is not paused, so that buffer holds the high-water mark and a batch).
+        if self.queued_bytes + self.buffered() > self.server.max_socket_buffer_bytes and not self.slow:
             self.end_slow_consumer()
+
+    def buffered(self) -> int:
+        """What the socket's websocket transport holds, written and not yet taken by the kernel."""
+        return self.ws.buffered() if self.ws is not None else 0
 
     def _enqueue(self, pkt: eio_packet.Packet | None) -> None:
         self.release_writes()  # what was held was sent before `pkt`
