@@ -1,6 +1,6 @@
 """Hostile clients against one gateway: what each can make it hold, how and when each is ended, and a bystander.
 
-    .venv/bin/python benchmarks/hostile.py [--each 16] [--seconds 15] [--grace 30]
+    .venv/bin/python benchmarks/hostile.py [--each 16] [--seconds 15] [--grace 30] [--patterns ping,ack,poll]
 
 Starts a real `blocks-rt serve` on loopback with its default limits (the Admin UI on), and a process of hostile
 clients, each with a 4 KiB receive buffer that never reads: `--each` authenticated websockets that flood pings
@@ -152,10 +152,11 @@ class Poller:
             self.sent += len(body)
 
 
-async def hostile_main(port: int, each: int, seconds: float, grace: float) -> None:
-    flooders = [Flooder(kind, f"h_{k}_{i:02d}") for k, kind in enumerate(("ping flood", "ack flood"))
-                for i in range(each)]
-    pollers = [Poller(f"h_2_{i:02d}") for i in range(each)]
+async def hostile_main(port: int, each: int, seconds: float, grace: float, patterns: str) -> None:
+    flooders = [Flooder(kind, f"h_{k}_{i:02d}") for k, (kind, short) in enumerate((("ping flood", "ping"),
+                                                                                  ("ack flood", "ack")))
+                if short in patterns for i in range(each)]
+    pollers = [Poller(f"h_2_{i:02d}") for i in range(each if "poll" in patterns else 0)]
     await asyncio.gather(*(f.open(port) for f in flooders))
     print(json.dumps({"ready": True}), flush=True)
     sys.stdin.readline()  # go
@@ -257,10 +258,11 @@ async def main() -> None:
     parser.add_argument("--each", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--grace", type=float, default=30.0)
+    parser.add_argument("--patterns", default="ping,ack,poll", help="which hostile patterns run")
     parser.add_argument("--hostile-port", type=int, help=argparse.SUPPRESS)  # the hostile process's own role
     args = parser.parse_args()
     if args.hostile_port:
-        await hostile_main(args.hostile_port, args.each, args.seconds, args.grace)
+        await hostile_main(args.hostile_port, args.each, args.seconds, args.grace, args.patterns)
         return
     with tempfile.TemporaryDirectory() as tmp:
         users = (["bystander"] + [f"h_{k}_{i:02d}" for k in range(3) for i in range(args.each)]
@@ -286,7 +288,7 @@ async def run(node: Node, args: argparse.Namespace) -> None:
     pid = node.process.pid
     hostile = await asyncio.create_subprocess_exec(
         sys.executable, __file__, "--hostile-port", str(node.port), "--each", str(args.each),
-        "--seconds", str(args.seconds), "--grace", str(args.grace),
+        "--seconds", str(args.seconds), "--grace", str(args.grace), "--patterns", args.patterns,
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
     assert hostile.stdin is not None and hostile.stdout is not None
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
@@ -332,7 +334,7 @@ def report(args: argparse.Namespace, before: int, peak: int, after: int, bystand
            guesses: dict[str, float], slow: dict[str, float], ended: list[Any]) -> None:
     hostiles = len(ended)
     print(f"# benchmarks/hostile.py, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: {args.each} of each pattern, "
-          f"{args.seconds:g} s of flooding, {args.grace:g} s of grace; the gateway's defaults\n")
+          f"{args.seconds:g} s of flooding, {args.grace:g} s of grace ({args.patterns}); the gateway's defaults\n")
     print(f"gateway RSS: before {before / 1024:.1f} MiB, peak {peak / 1024:.1f} MiB, after {after / 1024:.1f} MiB; "
           f"growth per hostile socket {(peak - before) / hostiles:.0f} KiB (peak - before, {hostiles} sockets)")
     lost = len(bystander.sent) - len(bystander.latencies)
@@ -350,6 +352,8 @@ def report(args: argparse.Namespace, before: int, peak: int, after: int, bystand
     print("\n| pattern | sessions | MiB sent (median) | ended (median, max s) | how |\n|---|---|---|---|---|")
     for kind in ("ping flood", "ack flood", "never-GET polling"):
         rows = [e for e in ended if e[0] == kind]
+        if not rows:
+            continue
         times = [e[3][0] for e in rows if e[3] is not None]
         hows = sorted({e[3][1] for e in rows if e[3] is not None})
         alive = sum(1 for e in rows if e[3] is None)

@@ -378,3 +378,18 @@ async def test_packets_to_a_namespace_the_connection_is_not_in_close_it_after_a_
     wire.send(*(client_frame(TEXT, f'42/mobile,{n}["ping"]'.encode()) for n in range(2)))
     assert await wire.closed_with() == 1000
     await gone(lab)
+
+
+async def test_a_read_of_many_frames_is_parsed_over_several_turns_and_every_ping_answered(
+        lab: Lab, wires: list[Wire]) -> None:
+    """A flood of frames in one read is parsed a few dozen a turn (reading paused meanwhile): all are answered."""
+    wire = await Wire.open(lab)
+    wires.append(wire)
+    (socket,) = sockets(lab)
+    connection = socket.ws
+    assert isinstance(connection, WebSocketConnection)
+    recorder = ReadRecorder(connection.transport)
+    connection.transport = recorder  # type: ignore[assignment]
+    wire.send(*(client_frame(PING, str(n).encode()) for n in range(500)))
+    assert [await wire.frame() for _ in range(500)] == [(PONG, str(n).encode()) for n in range(500)]
+    assert "pause" in recorder.calls and recorder.calls[-1] == "resume" and not connection.reading_paused

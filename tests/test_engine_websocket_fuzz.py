@@ -259,8 +259,8 @@ def blocks_rt(chunks: list[bytes]) -> Verdict:
         for chunk in chunks:
             connection.data_received(chunk)
             await asyncio.sleep(0)  # the reader task takes what was received, as between two reads
-        while connection.reader is not None:
-            await connection.reader
+        while connection.reader is not None or connection.deferred:  # what is left of the reads is parsed
+            await asyncio.sleep(0)
         return verdict_of_writes(socket.messages, bytes(transport.written))
 
     return asyncio.run(run())

@@ -25,7 +25,9 @@ Where this departs from stock, it follows the Engine.IO v4 protocol and Node's s
   So is a websocket whose peer keeps its transport's writing paused for `pingTimeout` (`stalled`): it has
   taken nothing for that long, so it is dropped at once rather than given another `pingTimeout` to flush.
   A queued packet counts its data and `PACKET_OVERHEAD` (the objects that hold it): a flood of small acks
-  to a client that never reads or never polls costs what it counts.
+  to a client that never reads or never polls costs what it counts. A long-polling client for which more than
+  `POLL_HIGH_WATER` waits gets the answer to its POST only once a GET has taken it, and is a slow consumer
+  (stalled) if none does within `pingTimeout`.
 A closing websocket that cannot flush (a vanished or non-reading peer) is aborted `pingTimeout` later.
 
 A socket writes to one of two websockets, through the same few methods (`ready_transport`, `writelines`,
@@ -57,6 +59,9 @@ from .websocket import WebSocketConnection, bound_send_buffer, take_over, text_f
 
 SlowConsumerHook = Callable[[str], str | None]
 PACKET_OVERHEAD = 256  # bytes of Python objects per queued packet beyond its data (Packet, its dict, the str)
+# Queued for a long-polling client past this, its POSTs are answered only once GETs take what waits: its next POST
+# (a client sends one at a time) is held back, as TCP holds back a websocket whose writing is paused.
+POLL_HIGH_WATER = 64 * 1024
 """Told an engine session id whose socket is a slow consumer; returns its last message (or None)."""
 
 
@@ -150,6 +155,7 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
     slow = False  # ended as a slow consumer: further messages are dropped
     polling = False  # a long-polling GET is waiting for packets
     cork: Cork | None = None  # while set, direct writes wait in it (`hold_writes`)
+    polled: asyncio.Future[None] | None = None  # POSTs wait on it while too much waits for GETs (POLL_HIGH_WATER)
     _queue: asyncio.Queue[eio_packet.Packet | None] | None = None
 
     @property
@@ -226,6 +232,26 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
     def _dequeued(self, pkt: eio_packet.Packet | None) -> None:
         self.queue.task_done()
         self.queued_bytes = max(0, self.queued_bytes - _size(pkt))
+        if self.polled is not None and self.queued_bytes <= POLL_HIGH_WATER:
+            self._polled()
+
+    def _polled(self) -> None:
+        polled, self.polled = self.polled, None
+        if polled is not None and not polled.done():
+            polled.set_result(None)
+
+    async def handle_post_request(self, environ: dict[str, Any]) -> None:
+        """Stock; then, while more than POLL_HIGH_WATER waits for this client's GETs, the answer waits too."""
+        await super().handle_post_request(environ)
+        if self.queued_bytes <= POLL_HIGH_WATER or self.ws is not None or self.closing:
+            return
+        if self.polled is None:
+            self.polled = asyncio.get_running_loop().create_future()
+        try:
+            async with asyncio.timeout(self.server.ping_timeout):
+                await asyncio.shield(self.polled)
+        except TimeoutError:
+            self._end_slow("stalled")
 
     def end_slow_consumer(self, why: str = "queue") -> None:
         """Past the bound on queued bytes (or `why` else): drop what waits, queue the farewell, close (the log has
@@ -316,6 +342,7 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
         the closed session until its monitor sweeps it (its next request was answered meanwhile).
         """
         await super().close(wait=wait, abort=abort, reason=reason)
+        self._polled()
         if self.heartbeat is not None:
             self.heartbeat.cancel()
             self.heartbeat = None

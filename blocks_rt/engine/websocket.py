@@ -18,13 +18,14 @@ a task exists only while received messages are being handled, none while the con
 websockets, long-polling and the polling → websocket upgrade stay on aiohttp's path (`sockets.FastWebSocket`).
 
 What a client can make the connection hold is bounded (docs/threat-model.md). Reading (and parsing what was read)
-pauses while more than a few received messages wait to be handled, so a flood is handled a few messages per turn
-of the event loop, between everyone else's work. Reading also pauses while the transport's writing is paused:
-everything a peer makes the server write (pongs, acks, refusals, close frames) then waits behind what it has not
-taken, and TCP pushes back on it instead of a buffer growing. The pongs a read asks for leave in one write. A peer
-whose buffer and queue pass `max_socket_buffer_bytes`, or that keeps the writing paused for `pingTimeout`, is a
-slow consumer. A request read before the peer's close frame is answered before the close (`close_code`); text is
-checked as UTF-8 fragment by fragment, so invalid bytes fail the connection (1007) as soon as they arrive.
+pauses while more than a few received messages wait to be handled, and a flood is handled a message (its frames
+parsed a few dozen) per turn of the event loop, between everyone else's work. Reading also pauses while the
+transport's writing is paused: everything a peer makes the server write (pongs, acks, refusals, close frames) then
+waits behind what it has not taken, and TCP pushes back on it instead of a buffer growing. The pongs a read asks
+for leave in one write. A peer whose buffer and queue pass `max_socket_buffer_bytes`, or that keeps the writing
+paused for `pingTimeout`, is a slow consumer. A request read before the peer's close frame is answered before the
+close (`close_code`); text is checked as UTF-8 fragment by fragment, so invalid bytes fail the connection (1007)
+as soon as they arrive.
 
 Private aiohttp names relied on (listed in tests/test_upstream_surface.py): the request handler's
 `_message_tail` (bytes a client sent behind the upgrade request before the 101, which aiohttp's path
@@ -55,6 +56,7 @@ _TEXT, _BINARY, _CLOSE, _PING, _PONG = 0x1, 0x2, 0x8, 0x9, 0xA
 _FIN = 0x80
 _PROTOCOL_ERROR, _INVALID_DATA, _TOO_BIG = 1002, 1007, 1009
 _BACKLOG = 16  # received messages waiting to be handled before reading pauses
+_FRAMES_PER_TURN = 64  # parsed per turn of the event loop: the rest of a read waits for the next turn
 _utf8_decoder = codecs.getincrementaldecoder("utf-8")
 
 
@@ -145,8 +147,8 @@ class WebSocketConnection(asyncio.Protocol):
     """A taken-over websocket: RFC 6455 framing for one Engine.IO socket, and its write back-pressure."""
 
     __slots__ = ("socket", "transport", "max_size", "pending", "fragments", "fragmented", "text", "inbox", "reader",
-                 "backlogged", "reading_paused", "writing_paused", "stall", "replies", "drained", "closing", "lost",
-                 "closed", "ended", "close_code")
+                 "backlogged", "deferred", "reading_paused", "writing_paused", "stall", "replies", "drained",
+                 "closing", "lost", "closed", "ended", "close_code")
 
     def __init__(self, socket: LeanSocket, transport: asyncio.Transport) -> None:
         self.socket = socket
@@ -159,6 +161,7 @@ class WebSocketConnection(asyncio.Protocol):
         self.inbox: deque[str | bytes | None] | None = None  # received messages not yet handled; None ends
         self.reader: asyncio.Task[None] | None = None  # handles the inbox while it is not empty
         self.backlogged = False  # too many received messages wait: reading pauses until they are handled
+        self.deferred = False  # a read's frames are parsed over several turns of the loop: reading pauses meanwhile
         self.reading_paused = False
         self.writing_paused = False
         self.stall: Deadline | None = None  # while writing is paused: when the peer becomes a slow consumer
@@ -257,7 +260,7 @@ class WebSocketConnection(asyncio.Protocol):
     def _pace_reading(self) -> None:
         """Read only while what the peer sends can be handled and answered: not while a backlog of its messages
         waits, nor while the transport's writing is paused."""
-        paused = self.writing_paused or self.backlogged
+        paused = self.writing_paused or self.backlogged or self.deferred
         if paused != self.reading_paused and not self.lost:
             self.reading_paused = paused
             if paused:
@@ -303,6 +306,16 @@ class WebSocketConnection(asyncio.Protocol):
         socket = self.socket
         if self.writing_paused and self.buffered() + socket.queued_bytes > socket.server.max_socket_buffer_bytes:
             socket.overflowed()
+        if self.deferred:
+            self._pace_reading()
+            asyncio.get_running_loop().call_soon(self._next_turn)
+
+    def _next_turn(self) -> None:
+        """Parse on from where the last turn stopped (a flood's frames, a few dozen a turn)."""
+        self.deferred = False
+        self._pace_reading()
+        if self.pending is not None and not self.backlogged:
+            self.data_received(b"")
 
     def _write_replies(self) -> None:
         replies, self.replies = self.replies, None
@@ -310,9 +323,13 @@ class WebSocketConnection(asyncio.Protocol):
             self.transport.write(replies)
 
     def _parse(self, buffer: bytes | bytearray) -> int:
-        """Handle every complete frame in `buffer`; how many bytes they took."""
-        pos, end = 0, len(buffer)
+        """Handle the complete frames in `buffer` (up to a turn's worth); how many bytes they took."""
+        pos, end, turn = 0, len(buffer), _FRAMES_PER_TURN
         while not self.ended and not self.backlogged and end - pos >= 2:
+            turn -= 1
+            if not turn:
+                self.deferred = True
+                break
             first, second = buffer[pos], buffer[pos + 1]
             length, start = second & 0x7F, pos + 2
             if length == 126:
@@ -443,6 +460,8 @@ class WebSocketConnection(asyncio.Protocol):
                     inbox.clear()
                     await socket.close(wait=False, abort=True, reason=socket.server.reason.TRANSPORT_CLOSE)
                 del message  # not kept alive (the CONNECT packet holds a token) while the next one is awaited
+                if inbox:
+                    await asyncio.sleep(0)  # a flood is handled a message per turn, between everyone else's work
         finally:
             self.reader = self.inbox = None
             if self.backlogged:
