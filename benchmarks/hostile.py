@@ -44,6 +44,7 @@ from blocks_rt.testing.nodes import Node, free_port
 ADMIN_PASSWORD = "correct horse battery staple"
 UPGRADE = ("GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
            "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n\r\n")
+QUOTE = '"'
 TCP_STATES = {1: "ESTABLISHED", 7: "RST", 8: "FIN"}  # TCP_CLOSE (after a reset), TCP_CLOSE_WAIT (after a FIN)
 
 
@@ -306,10 +307,22 @@ async def run(node: Node, args: argparse.Namespace) -> None:
                 peak = max(peak, rss_kib(pid))
                 await asyncio.sleep(0.1)
 
+        timeline: list[tuple[float, dict[str, float]]] = []  # when the gateway's slow-consumer counts changed
+
+        async def watch_slow() -> None:
+            last: dict[str, float] = {}
+            while sampling:
+                counts = await metric(http, node.url, "blocks_rt_slow_consumers_total")
+                if counts != last:
+                    timeline.append((time.monotonic() - started, counts))
+                    last = counts
+                await asyncio.sleep(0.25)
+
         sampler = asyncio.ensure_future(sample())
         hostile.stdin.write(b"go\n")
         await hostile.stdin.drain()
         started = time.monotonic()
+        watcher = asyncio.ensure_future(watch_slow())
         until = started + args.seconds
         _, (connect_times, connect_failures), key_tries, password_tries = await asyncio.gather(
             bystander.notify(node.url, until), newcomers(http, node.url, until), key_guesser(node.url, until),
@@ -318,6 +331,7 @@ async def run(node: Node, args: argparse.Namespace) -> None:
         await hostile.wait()
         sampling = False
         await sampler
+        await watcher
         after = rss_kib(pid)
         await asyncio.sleep(0.5)  # the last notifications land
         assert bystander.ws is not None
@@ -326,12 +340,13 @@ async def run(node: Node, args: argparse.Namespace) -> None:
         guesses = await metric(http, node.url, "blocks_rt_credentials_")
         slow = await metric(http, node.url, "blocks_rt_slow_consumers_total")
     report(args, before, peak, after, bystander, connect_times, connect_failures, key_tries, password_tries, guesses,
-           slow, ended)
+           slow, ended, timeline)
 
 
 def report(args: argparse.Namespace, before: int, peak: int, after: int, bystander: Bystander,
            connect_times: list[float], connect_failures: int, key_tries: int, password_tries: int,
-           guesses: dict[str, float], slow: dict[str, float], ended: list[Any]) -> None:
+           guesses: dict[str, float], slow: dict[str, float], ended: list[Any],
+           timeline: list[tuple[float, dict[str, float]]]) -> None:
     hostiles = len(ended)
     print(f"# benchmarks/hostile.py, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: {args.each} of each pattern, "
           f"{args.seconds:g} s of flooding, {args.grace:g} s of grace ({args.patterns}); the gateway's defaults\n")
@@ -348,8 +363,14 @@ def report(args: argparse.Namespace, before: int, peak: int, after: int, bystand
         checked = guesses.get(f'blocks_rt_credentials_failed_total{{door="{door}"}}', 0)
         print(f"{door} guesser: {tries} tries in {args.seconds:g} s, {checked:.0f} checked, the rest refused "
               f"unchecked (the throttle checks 5 in the first 15 s, then one per 5 minutes)")
-    print("slow consumers by why: " + ", ".join(f"{k.split('=')[1].strip('}')}: {v:.0f}" for k, v in slow.items()))
-    print("\n| pattern | sessions | MiB sent (median) | ended (median, max s) | how |\n|---|---|---|---|---|")
+
+    def why(counts: dict[str, float]) -> str:
+        return ", ".join(f"{k.split('=')[1].strip('}').strip(QUOTE)} {v:.0f}" for k, v in counts.items())
+
+    print(f"sessions ended as slow consumers (the gateway's count by why): {why(slow)}; over time: "
+          + "; ".join(f"{t:.1f} s: {why(counts)}" for t, counts in timeline))
+    print("\n| pattern | sessions | MiB sent (median) | connection ended (median, max s) | how |")
+    print("|---|---|---|---|---|")
     for kind in ("ping flood", "ack flood", "never-GET polling"):
         rows = [e for e in ended if e[0] == kind]
         if not rows:
