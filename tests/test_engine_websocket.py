@@ -382,7 +382,7 @@ async def test_packets_to_a_namespace_the_connection_is_not_in_close_it_after_a_
 
 async def test_a_read_of_many_frames_is_parsed_over_several_turns_and_every_ping_answered(
         lab: Lab, wires: list[Wire]) -> None:
-    """A flood of frames in one read is parsed a few dozen a turn (reading paused meanwhile): all are answered."""
+    """A flood of frames in one read is parsed sixteen frames a turn (reading paused meanwhile): all are answered."""
     wire = await Wire.open(lab)
     wires.append(wire)
     (socket,) = sockets(lab)

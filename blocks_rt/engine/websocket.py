@@ -19,7 +19,7 @@ websockets, long-polling and the polling → websocket upgrade stay on aiohttp's
 
 What a client can make the connection hold is bounded (docs/threat-model.md). Reading (and parsing what was read)
 pauses while more than a few received messages wait to be handled, and a flood is handled a message (its frames
-parsed a few dozen) per turn of the event loop, between everyone else's work. Reading also pauses while the
+parsed sixteen) per turn of the event loop, between everyone else's work. Reading also pauses while the
 transport's writing is paused: everything a peer makes the server write (pongs, acks, refusals, close frames) then
 waits behind what it has not taken, and TCP pushes back on it instead of a buffer growing. The pongs a read asks
 for leave in one write. A peer whose buffer and queue pass `max_socket_buffer_bytes`, or that keeps the writing
@@ -56,7 +56,7 @@ _TEXT, _BINARY, _CLOSE, _PING, _PONG = 0x1, 0x2, 0x8, 0x9, 0xA
 _FIN = 0x80
 _PROTOCOL_ERROR, _INVALID_DATA, _TOO_BIG = 1002, 1007, 1009
 _BACKLOG = 16  # received messages waiting to be handled before reading pauses
-_FRAMES_PER_TURN = 64  # parsed per turn of the event loop: the rest of a read waits for the next turn
+_FRAMES_PER_TURN = 16  # parsed per turn of the event loop: the rest of a read waits for the next turn
 _utf8_decoder = codecs.getincrementaldecoder("utf-8")
 
 
@@ -311,7 +311,7 @@ class WebSocketConnection(asyncio.Protocol):
             asyncio.get_running_loop().call_soon(self._next_turn)
 
     def _next_turn(self) -> None:
-        """Parse on from where the last turn stopped (a flood's frames, a few dozen a turn)."""
+        """Parse on from where the last turn stopped (a flood's frames, sixteen a turn)."""
         self.deferred = False
         self._pace_reading()
         if self.pending is not None and not self.backlogged:
