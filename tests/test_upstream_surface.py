@@ -74,6 +74,9 @@ SURFACE = [
              "`_async['websocket']` that GatewayEngine.use_websocket fills", "(self, environ)", "820b83efe96adb98"),
     Upstream("engineio.async_socket:AsyncSocket.handle_get_request", "calls _upgrade_websocket for a websocket "
              "request and returns its response (TakenOver) as it is", "(self, environ)", "05eaae9f0a60d9be"),
+    Upstream("engineio.async_socket:AsyncSocket.handle_post_request", "extended by LeanSocket: a POST is answered "
+             "once what waits for the client's GETs is under POLL_HIGH_WATER; it handles the POST's packets in order "
+             "and raises for one over the size limit", "(self, environ)", "82dca119a261a959"),
     Upstream("engineio.async_socket:AsyncSocket.schedule_ping", "replaced: a deadline instead of a task",
              "(self)", "fe316639159cd70d"),
     Upstream("engineio.async_socket:AsyncSocket.poll", "replaced: bounded payloads, NOOP on a client close",
