@@ -25,6 +25,7 @@ from .engine import admin
 from .eventlog import EventLog, MemoryEventLog
 from .fanout import Fanout, LocalFanout, RoomHost
 from .gateway import Gateway, socketio_server
+from .guessing import throttle
 from .idempotency import IdempotencyStore, MemoryIdempotencyStore
 from .metrics import Metrics
 from .presence import ClusterPresence, LocalClusterPresence, Presence
@@ -124,8 +125,11 @@ def create_app(settings: Settings, *, users: UserDirectory | None = None) -> web
     app.on_response_prepare.append(oplog.publish_log)  # publish requests are logged from their answers
     app[BLOCKS] = blocks
     sio.attach(app)
-    admin.setup(app, sio, presence, settings, server_id=node_id)
-    api = PublishApi(metrics, settings.api_key, settings.max_publish_bytes, settings.max_publish_batch)
+    admin.setup(app, sio, presence, metrics, settings, server_id=node_id)
+    metrics.watch("blocks_rt_slow_consumers", "Sockets ended as slow consumers, by why (queue, buffer, stalled)",
+                  lambda: dict(sio.eio.slow_consumers), label="why")
+    api = PublishApi(metrics, settings.api_key, settings.max_publish_bytes, settings.max_publish_batch,
+                     guesses=throttle("api_key", metrics, settings))
     app.router.add_routes(api.routes())
     app.router.add_get("/healthz", _healthz)
 

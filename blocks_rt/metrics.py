@@ -38,6 +38,11 @@ class Metrics:
                                        "Events this node took off the cross-node fan-out (decoded)", registry=r)
         self.client_messages = Counter("blocks_rt_client_messages_total", "Client events by outcome",
                                        ["event", "outcome"], registry=r)
+        self.guesses_failed = Counter("blocks_rt_credentials_failed_total",
+                                      "Wrong credentials tried, by door (admin_login, api_key)", ["door"], registry=r)
+        self.guesses_refused = Counter("blocks_rt_credentials_throttled_total",
+                                       "Tries refused unchecked: their address waits after failures, by door",
+                                       ["door"], registry=r)
 
     def watch(self, name: str, documentation: str, read: Callable[[], dict[str, float]], label: str = "") -> None:
         """A counter kept by another object (the fast path, the pacer), read at scrape time."""

@@ -13,6 +13,7 @@ from .bus import DomainEvent, validate_many
 from .delivery import Dispatcher
 from .errors import InvalidEvent, ServiceUnavailable
 from .eventlog import EventLog
+from .guessing import GuessThrottle
 from .idempotency import (
     KEY_PATTERN,
     Answer,
@@ -65,11 +66,13 @@ def _deeper_than(node: Any, limit: int) -> bool:
 class PublishApi:
     """Publish domain events over HTTP, all-or-nothing per request, once per `Idempotency-Key`."""
 
-    def __init__(self, metrics: Metrics, api_key: str | None, max_bytes: int, max_batch: int) -> None:
+    def __init__(self, metrics: Metrics, api_key: str | None, max_bytes: int, max_batch: int,
+                 guesses: GuessThrottle | None = None) -> None:
         self._metrics = metrics
         self._api_key = api_key.encode() if api_key else None
         self._max_bytes = max_bytes
         self._max_batch = max_batch
+        self._guesses = guesses or GuessThrottle("api_key", metrics)
         self._dispatcher: Dispatcher | None = None
         self._idempotency: IdempotencyStore | None = None
         self._log: EventLog | None = None
@@ -82,15 +85,22 @@ class PublishApi:
         return [web.post("/api/events", self.publish), web.get("/metrics", self.metrics)]
 
     def authorized(self, request: web.Request) -> bool:
-        """Whether the request carries the API key (compared in constant time)."""
+        """Whether the request carries the API key (compared in constant time); not checked while its address waits
+        after wrong keys (guessing.py)."""
+        address = request.remote or ""
+        if self._guesses.wait_s(address):
+            return False
         scheme, _, key = request.headers.get("Authorization", "").partition(" ")
         # Compared in constant time, and always compared, so timing says nothing about the key.
         expected = self._api_key or b"\x00" * 32
         ok = hmac.compare_digest(key.strip().encode(), expected)
-        return ok and scheme.lower() == "bearer" and self._api_key is not None
+        ok = ok and scheme.lower() == "bearer" and self._api_key is not None
+        (self._guesses.succeeded if ok else self._guesses.failed)(address)
+        return ok
 
     async def publish(self, request: web.Request) -> web.Response:
         if not self.authorized(request):
+            await self._guesses.slow_answer(request.remote or "")
             return _error(401, "unauthorized", "missing or wrong API key")
         key = request.headers.get(IDEMPOTENCY_KEY)
         if key is not None and not KEY_PATTERN.fullmatch(key):

@@ -106,6 +106,9 @@ class Settings:
     admin_read_only: bool = True
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"  # json: one object per line (oplog.py)
+    auth_failure_delay_s: Seconds = 1.0  # an address's wait after a wrong admin password or API key, doubling; 0: off
+    auth_lockout_after: AtLeastOne = 5  # wrong ones in a row, then the address is refused for auth_lockout_s
+    auth_lockout_s: Seconds = 300.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, flags: Mapping[str, str] | None = None) -> Settings:

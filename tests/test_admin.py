@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import socket
 from collections.abc import Awaitable, Callable
@@ -12,6 +13,7 @@ import aiohttp
 import pytest
 import socketio
 from samples import envelope
+from security_kit import RawSocket
 
 from blocks_rt import cli
 from blocks_rt.app import create_app
@@ -257,3 +259,27 @@ async def test_the_ui_page_passes_the_origin_check_other_origins_do_not(make_lab
             assert response.status == 200 and response.headers["Access-Control-Allow-Origin"] == lab.url
         async with http.get(handshake, headers={"Origin": "http://evil.example"}) as response:
             assert response.status == 400
+
+
+async def test_a_password_guesser_gets_one_try_per_wait_and_is_logged_without_its_guesses(
+        make_lab: MakeLab, caplog: pytest.LogCaptureFixture) -> None:
+    """After a wrong password, the address's tries are refused unchecked until its wait is over, even with the right
+    password; here the second failure locks the address out for a minute: of 200 tries in a row, two are checked."""
+    lab = await make_lab(**ADMIN_ON, auth_failure_delay_s=0.01, auth_lockout_after=2, auth_lockout_s=60)
+    answers: list[str] = []
+    with caplog.at_level(logging.WARNING, logger="blocks_rt.guessing"):
+        for n in range(0, 200, 5):  # five CONNECTs per engine connection, the most it may send
+            raw = await RawSocket.open(lab.url)
+            for guess in [f"guess-{n + i}" for i in range(4)] + [PASSWORD]:
+                answers.append(str(await raw.connect({"username": "admin", "password": guess}, admin.NAMESPACE)))
+            await raw.close()
+    checked = [a for a in answers if a == '44/admin,{"message":"invalid credentials"}']
+    refused = [a for a in answers if a.startswith('44/admin,{"message":"too many failed logins: retry in ')]
+    assert (len(checked), len(refused)) == (2, 198), [(i, a[:60]) for i, a in enumerate(answers) if a not in refused]
+    failed = lab.blocks.metrics.registry.get_sample_value("blocks_rt_credentials_failed_total", {"door": "admin_login"})
+    throttled = lab.blocks.metrics.registry.get_sample_value("blocks_rt_credentials_throttled_total",
+                                                             {"door": "admin_login"})
+    assert (failed, throttled) == (2, 198)
+    assert caplog.messages == ["failed admin_login from 127.0.0.1 (1 in a row; next try in 0 s)",
+                               "failed admin_login from 127.0.0.1 (2 in a row; next try in 60 s)"]
+    assert not [m for m in caplog.messages if "guess" in m or PASSWORD in m]

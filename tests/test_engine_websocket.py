@@ -312,3 +312,84 @@ async def test_the_servers_shutdown_closes_taken_over_connections() -> None:
     assert not eio.taken_over and not eio.sockets
     ended = [json.loads(f.split(",", 1)[1]) for f in connected.frames if f.startswith("42")]
     assert ended[-1][0] == "session:ended" and ended[-1][1]["reason"] == "server_shutdown"
+
+
+async def test_a_request_read_before_the_peers_close_is_answered_before_the_close(lab: Lab, wires: list[Wire]) -> None:
+    """As aiohttp does (Autobahn's case 7.1.1 expects it): the close is answered once what came before it is."""
+    wire = await Wire.open(lab)
+    wires.append(wire)
+    wire.connect(lab)
+    await wire.text_until("42")
+    wire.send(client_frame(TEXT, b'42/mobile,5["no_such_event"]'), client_frame(CLOSE, struct.pack("!H", 1000)))
+    frames = []
+    async with asyncio.timeout(5):
+        while (frame := await wire.frame())[0] != CLOSE:
+            frames.append(frame)
+    assert frame == (CLOSE, struct.pack("!H", 1000))
+    assert any(payload.startswith(b"43/mobile,5") for _, payload in frames), frames
+    assert await asyncio.wait_for(wire.reader.read(), 5) == b""
+    await wire.aclose()
+    await gone(lab)
+
+
+@pytest.mark.parametrize(("version", "status"), [("8", 426), ("14", 426), (None, 400)], ids=["8", "14", "missing"])
+async def test_a_handshake_of_another_version_is_refused_with_the_version_we_speak(
+        lab: Lab, version: str | None, status: int) -> None:
+    """RFC 6455 §4.4: the refusal names the version the server understands."""
+    request = UPGRADE.format(key=base64.b64encode(os.urandom(16)).decode())
+    request = request.replace("Sec-WebSocket-Version: 13\r\n", f"Sec-WebSocket-Version: {version}\r\n" if version else "")
+    reader, writer = await asyncio.open_connection("127.0.0.1", lab.port)
+    writer.write(request.encode())
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    writer.close()
+    assert head.startswith(f"HTTP/1.1 {status} ".encode()) and b"\r\nSec-WebSocket-Version: 13\r\n" in head, head
+    assert not lab.blocks.gateway.sio.eio.sockets
+
+
+async def test_invalid_utf8_fails_the_connection_as_soon_as_its_fragment_arrives(lab: Lab, wires: list[Wire]) -> None:
+    """Not only once the message's last fragment is in: the close comes while the message is still open."""
+    wire = await Wire.open(lab)
+    wires.append(wire)
+    wire.send(client_frame(TEXT, b"40/mob", fin=False), client_frame(0, b"ile\xc3\x28", fin=False))
+    assert await wire.closed_with() == 1007
+    await gone(lab)
+
+
+async def test_a_character_split_between_fragments_is_valid_utf8(lab: Lab, wires: list[Wire]) -> None:
+    wire = await Wire.open(lab)
+    wires.append(wire)
+    event = '42/mobile,3["no_such_event","é€"]'.encode()
+    wire.connect(lab)
+    await wire.text_until("42")
+    cut = event.index("€".encode()) + 1  # inside the euro sign's three bytes
+    wire.send(client_frame(TEXT, event[:cut], fin=False), client_frame(0, event[cut:]))
+    assert '"unknown_event"' in await wire.text_until("43/mobile,3")
+
+
+async def test_packets_to_a_namespace_the_connection_is_not_in_close_it_after_a_few(lab: Lab,
+                                                                                   wires: list[Wire]) -> None:
+    """Stock drops each in silence for as long as the client sends: after MAX_STRAY_PACKETS (3), it is closed."""
+    wire = await Wire.open(lab)
+    wires.append(wire)
+    wire.send(*(client_frame(TEXT, f'42/mobile,{n}["ping"]'.encode()) for n in range(3)))
+    wire.connect(lab)  # still open: its CONNECT is answered
+    assert (await wire.text_until(f"40{NAMESPACE},")).startswith(f'40{NAMESPACE},{{"sid"')
+    wire.text(f"41{NAMESPACE},")  # the client leaves the namespace: its next packets are strays again
+    wire.send(*(client_frame(TEXT, f'42/mobile,{n}["ping"]'.encode()) for n in range(2)))
+    assert await wire.closed_with() == 1000
+    await gone(lab)
+
+
+async def test_a_read_of_many_frames_is_parsed_over_several_turns_and_every_ping_answered(
+        lab: Lab, wires: list[Wire]) -> None:
+    """A flood of frames in one read is parsed sixteen frames a turn (reading paused meanwhile): all are answered."""
+    wire = await Wire.open(lab)
+    wires.append(wire)
+    (socket,) = sockets(lab)
+    connection = socket.ws
+    assert isinstance(connection, WebSocketConnection)
+    recorder = ReadRecorder(connection.transport)
+    connection.transport = recorder  # type: ignore[assignment]
+    wire.send(*(client_frame(PING, str(n).encode()) for n in range(500)))
+    assert [await wire.frame() for _ in range(500)] == [(PONG, str(n).encode()) for n in range(500)]
+    assert "pause" in recorder.calls and recorder.calls[-1] == "resume" and not connection.reading_paused

@@ -11,7 +11,7 @@ from blocks_rt.testing.lab import LAB_API_KEY, LAB_SECRET
 # Packages the embedded mode never imports: the Redis and outbox modes import theirs when configured, the rest
 # come with the extras (notebooks, dev).
 EXTRAS_ONLY = ("redis", "psycopg", "pandas", "matplotlib", "jsonschema", "hypothesis", "nbval", "nbclient", "nbconvert",
-               "playwright", "pytest", "IPython")
+               "playwright", "pytest", "IPython", "websockets")
 
 
 def test_the_cli_and_the_app_need_no_extra_package() -> None:

@@ -209,3 +209,21 @@ async def test_metrics_count_deliveries_and_refusals_by_reason(lab: Lab) -> None
     assert 'blocks_rt_events_published_total{event="wallet.balance_updated"} 1.0' in lines
     assert "blocks_rt_connected_sockets 1.0" in lines
     assert any(line.startswith("blocks_rt_delivery_latency_seconds_bucket") for line in lines)
+
+
+async def test_a_key_guesser_gets_one_try_per_wait_and_other_addresses_are_served(make_lab: MakeLab) -> None:
+    """After a wrong key, the address's requests are refused unchecked until its wait is over, even with the right
+    key; here the second failure locks the address out for a minute. A backend on another address is served."""
+    lab = await make_lab(event_rate=0, auth_failure_delay_s=0.01, auth_lockout_after=2, auth_lockout_s=60)
+    statuses = [(await post(lab, json.dumps(envelope("wallet.balance_updated")),
+                            {"Authorization": f"Bearer guess-{n}"}))[0] for n in range(100)]
+    right, _ = await post(lab, json.dumps(envelope("wallet.balance_updated")))
+    assert statuses == [401] * 100 and right == 401
+    registry = lab.blocks.metrics.registry
+    assert registry.get_sample_value("blocks_rt_credentials_failed_total", {"door": "api_key"}) == 2
+    assert registry.get_sample_value("blocks_rt_credentials_throttled_total", {"door": "api_key"}) == 99
+    connector = aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))
+    async with (aiohttp.ClientSession(connector=connector) as http,
+                http.post(f"{lab.url}/api/events", json=envelope("wallet.balance_updated"),
+                          headers={"Authorization": f"Bearer {LAB_API_KEY}"}) as response):
+        assert response.status == 202

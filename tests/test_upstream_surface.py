@@ -74,6 +74,9 @@ SURFACE = [
              "`_async['websocket']` that GatewayEngine.use_websocket fills", "(self, environ)", "820b83efe96adb98"),
     Upstream("engineio.async_socket:AsyncSocket.handle_get_request", "calls _upgrade_websocket for a websocket "
              "request and returns its response (TakenOver) as it is", "(self, environ)", "05eaae9f0a60d9be"),
+    Upstream("engineio.async_socket:AsyncSocket.handle_post_request", "extended by LeanSocket: a POST is answered "
+             "once what waits for the client's GETs is under POLL_HIGH_WATER; it handles the POST's packets in order "
+             "and raises for one over the size limit", "(self, environ)", "82dca119a261a959"),
     Upstream("engineio.async_socket:AsyncSocket.schedule_ping", "replaced: a deadline instead of a task",
              "(self)", "fe316639159cd70d"),
     Upstream("engineio.async_socket:AsyncSocket.poll", "replaced: bounded payloads, NOOP on a client close",
@@ -110,6 +113,10 @@ SURFACE = [
              "first) while the upgrade request is handled: aiohttp's server forgets the connection, the keep-alive "
              "timer goes, the parser is let go, and the request handler's task is not cancelled "
              "(handler_cancellation is off)", "(self, exc: BaseException | None) -> None", "df2fe6e95fd04c7c"),
+    Upstream("aiohttp._websocket.writer:WebSocketWriter.send_frame", "a pong aiohttp sends for a ping (autoping) "
+             "waits for the transport to drain once the writer's limit is passed: a ping flood on aiohttp's "
+             "websockets is back-pressured (only the heartbeat's deadline is the engine's)",
+             "(self, message: bytes, opcode: int, compress: int | None = None) -> None", "7ab812cc70561f8e"),
     Upstream("aiohttp.web_protocol:RequestHandler.force_close", "called by connection_lost: closes the transport "
              "only if the handler still has one", "(self) -> None", "38d0e1e798e4d3b7"),
     # python-socketio: the server (GatewayServer's base)
@@ -121,9 +128,15 @@ SURFACE = [
              "(self, eio_sid, reason)"),
     Upstream("socketio.async_server:AsyncServer._trigger_event", "extended: re-arm the handshake timer after a "
              "namespace disconnect", "(self, event, namespace, *args)"),
+    Upstream("socketio.async_server:AsyncServer.disconnect", "extended: the engine connection is closed once the "
+             "server ended its last namespace session", "(self, sid, namespace=None, ignore_queue=False)"),
+    Upstream("socketio.async_admin:InstrumentedAsyncServer.admin_connect", "extended by GatewayAdmin (the throttle "
+             "on failed logins): it raises ConnectionRefusedError only for wrong credentials",
+             "(self, sid, environ, client_auth)", "bab0b185eadbcb09"),
     Upstream("socketio.async_server:AsyncServer._handle_eio_message", "replaced: JSON-only packet guards",
              "(self, eio_sid, data)", "bef50fc0e1635921"),
-    Upstream("socketio.async_server:AsyncServer._handle_connect", "called by the guards",
+    Upstream("socketio.async_server:AsyncServer._handle_connect", "called by the guards; wrapped by GatewayAdmin "
+             "(a throttled login waits before it, as it makes the socket a member of the namespace)",
              "(self, eio_sid, namespace, data)"),
     Upstream("socketio.async_server:AsyncServer._handle_disconnect", "called by the guards",
              "(self, eio_sid, namespace, reason=None)"),

@@ -12,6 +12,9 @@ Upstream assumes the stock client manager and engine sockets; blocks-rt replaced
   before authentication, and never forgets one that was refused);
 - each socket's own room is reported as in stock python-socketio (the fast manager keeps none);
 - users' credentials are redacted (the `Authorization` header of the handshake, the token of `auth:refresh`);
+- failed logins are throttled per client address (`guessing.GuessThrottle`): a growing wait between tries,
+  then a refusal for minutes; a try before its time is refused without its password being checked, and taken
+  up only after a pause (a second at most);
 - with no admin connected nothing is reported (the upstream wrappers still build every report), and at most
   `EVENT_REPORTS_PER_S` events a second are (sockets, rooms and stats always are);
 - the engine-wide patches of python-engineio's `AsyncSocket` (packet and byte counts) are undone: they wrap
@@ -24,6 +27,7 @@ admin namespace's events that `GatewayServer` would refuse as unknown client eve
 from __future__ import annotations
 
 import hmac
+import math
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -38,6 +42,8 @@ from socketio import AsyncServer
 from socketio.async_admin import InstrumentedAsyncServer
 from socketio.exceptions import ConnectionRefusedError
 
+from ..guessing import GuessThrottle, throttle
+from ..metrics import Metrics
 from ..presence import Presence
 from ..settings import Settings
 from .manager import Emit
@@ -74,9 +80,10 @@ def _redacted(arg: Any) -> Any:
 class GatewayAdmin(InstrumentedAsyncServer):  # type: ignore[misc]
     """python-socketio's admin instrumentation over blocks-rt's fast manager and lean sockets."""
 
-    def __init__(self, sio: AsyncServer, presence: Presence, *, user: str, password: str, read_only: bool,
-                 server_id: str) -> None:
+    def __init__(self, sio: AsyncServer, presence: Presence, guesses: GuessThrottle, *, user: str, password: str,
+                 read_only: bool, server_id: str) -> None:
         self._presence = presence
+        self._guesses = guesses
         self._credentials = (user.encode(), password.encode())
         self._reports_left, self._reports_since = EVENT_REPORTS_PER_S, 0.0
         sio.namespaces = [*sio.namespaces, NAMESPACE]  # GatewayServer refuses namespaces it was not given
@@ -98,8 +105,23 @@ class GatewayAdmin(InstrumentedAsyncServer):  # type: ignore[misc]
         self._leave_room = manager._InstrumentedAsyncServer__basic_leave_room
         self._handle_gateway_event = self.sio._handle_event
         self.sio._handle_event = self._handle_event
+        self._handle_gateway_connect = self.sio._handle_connect
+        self.sio._handle_connect = self._handle_connect
         self._allowed_origin = self.sio.eio.cors_allowed_origins
         self.sio.eio.cors_allowed_origins = self._origin_allowed
+
+    async def admin_connect(self, sid: str, environ: dict[str, Any], client_auth: Any) -> None:
+        """Upstream's login, unless the client's address still waits after failed ones."""
+        address = environ.get("REMOTE_ADDR", "")
+        wait = self._guesses.wait_s(address)
+        if wait:
+            raise ConnectionRefusedError(f"too many failed logins: retry in {math.ceil(wait)} s")
+        try:
+            await super().admin_connect(sid, environ, client_auth)
+        except ConnectionRefusedError:
+            self._guesses.failed(address)
+            raise
+        self._guesses.succeeded(address)
 
     def _authorized(self, auth: Any) -> bool:
         """The configured user and password, or refused with the message the UI knows (as Node's admin says)."""
@@ -110,6 +132,16 @@ class GatewayAdmin(InstrumentedAsyncServer):  # type: ignore[misc]
         if not hmac.compare_digest(user, expected_user) & hmac.compare_digest(password, expected_password):
             raise ConnectionRefusedError("invalid credentials")
         return True
+
+    async def _handle_connect(self, eio_sid: str, namespace: str, data: Any) -> None:
+        """A login from an address that failed lately is taken up only after its wait (at most a second): a guesser
+        waiting for answers sends about one try a second. Before python-socketio's connect, which makes the socket
+        a member of the namespace (its broadcasts, the server stats, would reach it while it waited)."""
+        if namespace == NAMESPACE:
+            await self._guesses.slow_answer(self.sio.environ.get(eio_sid, {}).get("REMOTE_ADDR", ""))
+            if eio_sid not in self.sio.environ:  # gone meanwhile
+                return
+        await self._handle_gateway_connect(eio_sid, namespace, data)
 
     def _origin_allowed(self, origin: str | None, environ: dict[str, Any] | None = None) -> bool:
         """The configured origins, and the gateway's own (the UI's page is served by it)."""
@@ -208,13 +240,15 @@ class GatewayAdmin(InstrumentedAsyncServer):  # type: ignore[misc]
         for sid, event, data in reports:  # several arguments: python-socketio's own emit path, one per recipient
             await self.sio.emit("event_sent", (namespace, sid, [event, data], now), namespace=NAMESPACE)
 
-def setup(app: web.Application, sio: AsyncServer, presence: Presence, settings: Settings, server_id: str) -> None:
+def setup(app: web.Application, sio: AsyncServer, presence: Presence, metrics: Metrics, settings: Settings,
+          server_id: str) -> None:
     """Instrument `sio` and serve the UI at /admin/ if the admin is on (see `check`)."""
     check(settings)
     if not settings.admin:
         return
-    admin = GatewayAdmin(sio, presence, user=settings.admin_user, password=settings.admin_password or "",
-                         read_only=settings.admin_read_only, server_id=server_id)
+    admin = GatewayAdmin(sio, presence, throttle("admin_login", metrics, settings), user=settings.admin_user,
+                         password=settings.admin_password or "", read_only=settings.admin_read_only,
+                         server_id=server_id)
 
     async def index(request: web.Request) -> web.FileResponse:
         return web.FileResponse(UI_DIR / "index.html")

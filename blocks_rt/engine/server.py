@@ -5,13 +5,18 @@ frame or a BINARY_EVENT/BINARY_ACK packet (with its `_placeholder` attachments) 
 does a packet that does not parse or has the wrong shape (Node's Socket.IO closes on a parse error too).
 Client events are dispatched only if the gateway defines them. An engine connection that has no namespace
 connected is closed after `connect_timeout` (Node's `connectTimeout`), and one that sends more than
-`max_connect_attempts` namespace CONNECT packets (token guessing, namespace spraying) is closed.
+`max_connect_attempts` namespace CONNECT packets (token guessing, namespace spraying) is closed. So is one that
+sends more than `MAX_STRAY_PACKETS` packets to namespaces it is not connected to (refused, ended, disconnected:
+stock drops each in silence, for as long as the client sends), and one whose last namespace session the server
+ended (abuse, expiry, eviction: a client told `session:ended` has nothing left to do on that connection).
 
 `GatewayEngine` answers a long-polling POST over the size limit with 413, and one without a
 Content-Length with 411, without reading the body (stock Engine.IO answers 400, or reads nothing). It
 answers as Node's engine.io does where stock python-engineio departs from the Engine.IO v4 protocol: 400
 for a missing or unknown `transport` (stock took a missing one as polling) and for an HTTP method other
-than GET, POST or OPTIONS (stock: 405; OPTIONS stays the CORS preflight); a websocket for a session that
+than GET, POST or OPTIONS (stock: 405; OPTIONS stays the CORS preflight); a websocket handshake of another
+version than 13 gets 426 (400 without the header) with `Sec-WebSocket-Version: 13`, as RFC 6455 §4.4 asks
+(aiohttp answers 400 without it); a websocket for a session that
 is already on, or moving to, the websocket transport is accepted and closed at once (stock refused a
 second one for an upgraded session with 400, and ran two upgrades at once for an upgrading one).
 """
@@ -21,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from collections import Counter
 from collections.abc import Callable, Collection
 from typing import Any
 
@@ -40,6 +46,8 @@ from .websocket import WebSocketConnection
 log = logging.getLogger(__name__)
 
 _ALLOWED_PACKETS = (packet.CONNECT, packet.DISCONNECT, packet.EVENT, packet.ACK)
+MAX_STRAY_PACKETS = 3  # packets to a namespace the connection is not connected to, before it is closed
+WEBSOCKET_VERSION = "13"
 
 
 # WSGI constants and server fields of python-engineio's aiohttp environ that nothing reads (it fills them with
@@ -78,6 +86,9 @@ class GatewayEngine(engineio.AsyncServer):  # type: ignore[misc]
         self.deadlines = Deadlines()  # every connection's deadlines: handshake, pings, token expiry
         self.max_socket_buffer_bytes = max_socket_buffer_bytes
         self.on_slow_consumer: SlowConsumerHook = lambda eio_sid: None
+        # Sockets ended as slow consumers, by why: their queue passed the bound, their websocket's write buffer did,
+        # or the peer kept the websocket's writing paused for pingTimeout (stalled).
+        self.slow_consumers: Counter[str] = Counter({"queue": 0, "buffer": 0, "stalled": 0})
         self.websocket_compression = False
         # Websockets taken over from aiohttp (engine/websocket.py): its runner no longer closes them at shutdown.
         self.taken_over: set[WebSocketConnection] = set()
@@ -119,6 +130,10 @@ class GatewayEngine(engineio.AsyncServer):  # type: ignore[misc]
             if length > self.max_http_buffer_size:
                 return web.Response(status=413, text=f"payload over {self.max_http_buffer_size} bytes")
         elif request.method == "GET" and request.query.get("transport") == "websocket":
+            version = request.headers.get("Sec-WebSocket-Version")
+            if version != WEBSOCKET_VERSION and request.headers.get("Upgrade", "").lower() == "websocket":
+                return web.Response(status=400 if version is None else 426, text="websocket version 13 only",
+                                    headers={"Sec-WebSocket-Version": WEBSOCKET_VERSION})
             socket = self.sockets.get(request.query.get("sid", ""))
             if socket is not None and (socket.upgrading or socket.upgraded):
                 ws = web.WebSocketResponse()
@@ -145,6 +160,7 @@ class GatewayServer(socketio.AsyncServer):  # type: ignore[misc]
         self._connect_timeout = connect_timeout
         self._max_connect_attempts = max_connect_attempts
         self._connect_attempts: dict[str, int] = {}
+        self._strays: dict[str, int] = {}  # engine connections that sent packets to namespaces they are not in
         self._handshake_timers: dict[str, Deadline] = {}
         self._closing: set[asyncio.Task[None]] = set()
 
@@ -187,6 +203,14 @@ class GatewayServer(socketio.AsyncServer):  # type: ignore[misc]
         await super()._handle_eio_disconnect(eio_sid, reason)
         self._disarm_handshake_timer(eio_sid)
         self._connect_attempts.pop(eio_sid, None)
+        self._strays.pop(eio_sid, None)
+
+    async def disconnect(self, sid: str, namespace: str | None = None, ignore_queue: bool = False) -> None:
+        """Stock, then the engine connection is closed if the server ended its last namespace session."""
+        eio_sid = self.manager.eio_sid_from_sid(sid, namespace or "/")
+        await super().disconnect(sid, namespace=namespace, ignore_queue=ignore_queue)
+        if eio_sid is not None and eio_sid in self.eio.sockets and not self._namespace_connected(eio_sid):
+            self._close(eio_sid, "the server ended its last namespace session")
 
     async def _trigger_event(self, event: str, namespace: str, *args: Any) -> Any:
         result = await super()._trigger_event(event, namespace, *args)
@@ -244,6 +268,10 @@ class GatewayServer(socketio.AsyncServer):  # type: ignore[misc]
                 await self._handle_connect(eio_sid, namespace, pkt.data)
                 if self._namespace_connected(eio_sid):
                     self._disarm_handshake_timer(eio_sid)
+        elif self.manager.sid_from_eio_sid(eio_sid, pkt.namespace or "/") is None:
+            strays = self._strays[eio_sid] = self._strays.get(eio_sid, 0) + 1
+            if strays > MAX_STRAY_PACKETS:
+                self._close(eio_sid, "packets to namespaces it is not connected to")
         elif pkt.packet_type == packet.DISCONNECT:
             await self._handle_disconnect(eio_sid, pkt.namespace, self.reason.CLIENT_DISCONNECT)
         elif pkt.packet_type == packet.EVENT:

@@ -18,9 +18,16 @@ Where this departs from stock, it follows the Engine.IO v4 protocol and Node's s
 - the handshake announces `pingInterval` in exact milliseconds (stock: `int(seconds) * 1000`);
 - a closed socket leaves the engine at once, so its next long-polling request gets 400; a pending
   long-poll ended by the client's close packet gets a NOOP (`6`), not an empty body;
-- a socket whose queue (what waits behind its paused transport) passes `max_socket_buffer_bytes` is a
-  slow consumer: what waits is dropped, it is told why (`on_slow_consumer`) and closed; the kernel's send
-  buffer of a websocket is capped at the same size (Linux would grow it to 4 MiB).
+- a socket whose queue (what waits behind its paused transport, or for a long-polling GET) and its
+  transport's buffer pass `max_socket_buffer_bytes` together is a slow consumer: what waits is dropped, it is
+  told why (`on_slow_consumer`) and closed; the kernel's send buffer of a websocket is capped at the same size
+  (Linux would grow it to 4 MiB).
+  So is a websocket whose peer keeps its transport's writing paused for `pingTimeout` (`stalled`): it has
+  taken nothing for that long, so it is dropped at once rather than given another `pingTimeout` to flush.
+  A queued packet counts its data and `PACKET_OVERHEAD` (the objects that hold it): a flood of small acks
+  to a client that never reads or never polls costs what it counts. A long-polling client for which more than
+  `POLL_HIGH_WATER` waits gets the answer to its POST only once a GET has taken it, and is a slow consumer
+  (stalled) if none does within `pingTimeout`.
 A closing websocket that cannot flush (a vanished or non-reading peer) is aborted `pingTimeout` later.
 
 A socket writes to one of two websockets, through the same few methods (`ready_transport`, `writelines`,
@@ -51,6 +58,10 @@ from .deadlines import Deadline
 from .websocket import WebSocketConnection, bound_send_buffer, take_over, text_frame
 
 SlowConsumerHook = Callable[[str], str | None]
+PACKET_OVERHEAD = 256  # bytes of Python objects per queued packet beyond its data (Packet, its dict, the str)
+# Queued for a long-polling client past this, its POSTs are answered only once GETs take what waits: its next POST
+# (a client sends one at a time) is held back, as TCP holds back a websocket whose writing is paused.
+POLL_HIGH_WATER = 64 * 1024
 """Told an engine session id whose socket is a slow consumer; returns its last message (or None)."""
 
 
@@ -72,7 +83,7 @@ class Cork(asyncio.WriteTransport):
 
 def _size(pkt: eio_packet.Packet | None) -> int:
     data = pkt.data if pkt is not None else None
-    return len(data) if isinstance(data, str | bytes) else 16
+    return PACKET_OVERHEAD + (len(data) if isinstance(data, str | bytes) else 0)
 
 
 class FastWebSocket(EngineWebSocket):  # type: ignore[misc]
@@ -112,6 +123,17 @@ class FastWebSocket(EngineWebSocket):  # type: ignore[misc]
         if protocol is not None and protocol.transport is not None:
             protocol.transport.writelines(frames)
 
+    def paused(self) -> bool:
+        """Whether the peer has stopped taking what is written (the transport's buffer is over its high-water mark)."""
+        protocol = self.request_protocol
+        return protocol is not None and protocol.writing_paused
+
+    def buffered(self) -> int:
+        """Bytes written and not yet taken by the kernel."""
+        protocol = self.request_protocol
+        transport = protocol.transport if protocol is not None else None
+        return transport.get_write_buffer_size() if transport is not None else 0
+
     def abort(self) -> None:
         """Drop the connection and whatever it still buffers (the peer stopped reading)."""
         protocol = self.request_protocol
@@ -128,10 +150,12 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
     flusher: asyncio.Task[None] | None = None  # drains `queue` while packets wait in it
     heartbeat: Deadline | None = None  # the next ping, or the outstanding ping's pong deadline
     closing_deadline: Deadline | None = None  # when a closing websocket that cannot flush is aborted
-    queued_bytes = 0  # what waits in `queue`, roughly (the length of each packet's data)
+    closing_ws: FastWebSocket | WebSocketConnection | None = None  # sent its close, waits for the peer to hang up
+    queued_bytes = 0  # what waits in `queue`, roughly (each packet's data and PACKET_OVERHEAD)
     slow = False  # ended as a slow consumer: further messages are dropped
     polling = False  # a long-polling GET is waiting for packets
     cork: Cork | None = None  # while set, direct writes wait in it (`hold_writes`)
+    polled: asyncio.Future[None] | None = None  # POSTs wait on it while too much waits for GETs (POLL_HIGH_WATER)
     _queue: asyncio.Queue[eio_packet.Packet | None] | None = None
 
     @property
@@ -189,10 +213,14 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
                     transport.write(text_frame(encoded.encode()))
                     return
         self._enqueue(pkt)
-        # Only what waits behind a busy transport counts: a batch (a replay, a publish request) is written
-        # whole to a transport that is not paused, so its buffer holds at most the high-water mark and a batch.
-        if self.queued_bytes > self.server.max_socket_buffer_bytes and not self.slow:
+        # What waits behind a busy transport counts with what its buffer holds (a batch, a replay, a publish request
+        # is written whole to a transport that is not paused, so that buffer holds the high-water mark and a batch).
+        if self.queued_bytes + self.buffered() > self.server.max_socket_buffer_bytes and not self.slow:
             self.end_slow_consumer()
+
+    def buffered(self) -> int:
+        """What the socket's websocket transport holds, written and not yet taken by the kernel."""
+        return self.ws.buffered() if self.ws is not None else 0
 
     def _enqueue(self, pkt: eio_packet.Packet | None) -> None:
         self.release_writes()  # what was held was sent before `pkt`
@@ -204,10 +232,32 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
     def _dequeued(self, pkt: eio_packet.Packet | None) -> None:
         self.queue.task_done()
         self.queued_bytes = max(0, self.queued_bytes - _size(pkt))
+        if self.polled is not None and self.queued_bytes <= POLL_HIGH_WATER:
+            self._polled()
 
-    def end_slow_consumer(self) -> None:
-        """Past the bound on queued bytes: drop what waits, queue the farewell, close (the log has the rest)."""
+    def _polled(self) -> None:
+        polled, self.polled = self.polled, None
+        if polled is not None and not polled.done():
+            polled.set_result(None)
+
+    async def handle_post_request(self, environ: dict[str, Any]) -> None:
+        """Stock; then, while more than POLL_HIGH_WATER waits for this client's GETs, the answer waits too."""
+        await super().handle_post_request(environ)
+        if self.queued_bytes <= POLL_HIGH_WATER or self.ws is not None or self.closing:
+            return
+        if self.polled is None:
+            self.polled = asyncio.get_running_loop().create_future()
+        try:
+            async with asyncio.timeout(self.server.ping_timeout):
+                await asyncio.shield(self.polled)
+        except TimeoutError:
+            self._end_slow("stalled")
+
+    def end_slow_consumer(self, why: str = "queue") -> None:
+        """Past the bound on queued bytes (or `why` else): drop what waits, queue the farewell, close (the log has
+        the rest)."""
         self.slow = True
+        self.server.slow_consumers[why] += 1
         queue = self.queue
         while not queue.empty():
             self._dequeued(queue.get_nowait())
@@ -215,6 +265,20 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
         if farewell is not None:
             self._enqueue(eio_packet.Packet(eio_packet.MESSAGE, farewell))
         self.server.spawn(self.close(wait=False, abort=False, reason=self.server.reason.SERVER_DISCONNECT))
+
+    def overflowed(self) -> None:
+        """What the peer made the websocket write and did not take passed the bound: a slow consumer."""
+        self._end_slow("buffer")
+
+    def _end_slow(self, why: str) -> None:
+        if not self.slow and not self.closing:
+            self.end_slow_consumer(why)
+
+    def stalled(self) -> None:
+        """The peer took nothing for pingTimeout while writes waited for it: a slow consumer, dropped at once (its
+        farewell would wait behind what it does not read)."""
+        self._end_slow("stalled")
+        self._abort()
 
     async def poll(self) -> list[eio_packet.Packet]:
         """Stock long-poll, with at most as many packets per response as python-engineio's client decodes.
@@ -252,17 +316,18 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
                 pkt = queue.get_nowait()
                 try:
                     if pkt is None:
-                        self.ws = None  # nothing more is written to this websocket
+                        self._closing_websocket(ws)
                         await ws.close()
                         return
                     await ws.send(pkt.encode())
                 finally:
                     self._dequeued(pkt)
         except Exception:  # the peer is gone: the reader sees the closed websocket and ends the socket
-            self.ws = None
+            self._closing_websocket(ws)
             await ws.close()
         finally:
             self.flusher = None
+            self.closing_ws = None
             if queue.empty() and self._queue is queue:
                 self._queue = None
             if self.ws is None and self.closing_deadline is not None:  # closed in time
@@ -277,6 +342,7 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
         the closed session until its monitor sweeps it (its next request was answered meanwhile).
         """
         await super().close(wait=wait, abort=abort, reason=reason)
+        self._polled()
         if self.heartbeat is not None:
             self.heartbeat.cancel()
             self.heartbeat = None
@@ -287,9 +353,14 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
         if self.server.sockets.get(self.sid) is self:
             del self.server.sockets[self.sid]
 
+    def _closing_websocket(self, ws: FastWebSocket | WebSocketConnection) -> None:
+        """Nothing more is written to `ws`; until the peer hangs up, the closing deadline may still abort it (a peer
+        that never reads nor hangs up would keep it, and its buffers, forever)."""
+        self.ws, self.closing_ws = None, ws
+
     def _abort(self) -> None:
         self.closing_deadline = None
-        ws = self.ws
+        ws = self.ws or self.closing_ws
         if ws is not None:
             ws.abort()
 
@@ -310,7 +381,11 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
 
     def _pong_overdue(self) -> None:
         self.heartbeat = None
-        if not self.closing and not self.closed:
+        if self.closing or self.closed:
+            return
+        if self.ws is not None and self.ws.paused():
+            self.stalled()  # the ping itself still waits behind what the peer does not read
+        else:
             # No CLOSE packet (Node sends none either): the peer is not listening; the websocket is closed.
             self.server.spawn(self.close(wait=False, abort=True, reason=self.server.reason.PING_TIMEOUT))
 

@@ -14,9 +14,18 @@ reach aiohttp after it.
 aiohttp is then told the connection is lost, with no transport left to close (its request handler's task
 ends, its server no longer lists it, nothing of it is left for the garbage collector), and the engine's
 shutdown closes what it took over. Frames are parsed as they arrive;
-a task exists only while received messages are being handled (reading pauses while more than a few wait, so
-a flooding client is back-pressured), none while the connection is idle. Compressed websockets, long-polling
-and the polling → websocket upgrade stay on aiohttp's path (`sockets.FastWebSocket`).
+a task exists only while received messages are being handled, none while the connection is idle. Compressed
+websockets, long-polling and the polling → websocket upgrade stay on aiohttp's path (`sockets.FastWebSocket`).
+
+What a client can make the connection hold is bounded (docs/threat-model.md). Reading (and parsing what was read)
+pauses while more than a few received messages wait to be handled, and a flood is handled a message (its frames
+parsed sixteen) per turn of the event loop, between everyone else's work. Reading also pauses while the
+transport's writing is paused: everything a peer makes the server write (pongs, acks, refusals, close frames) then
+waits behind what it has not taken, and TCP pushes back on it instead of a buffer growing. The pongs a read asks
+for leave in one write. A peer whose buffer and queue pass `max_socket_buffer_bytes`, or that keeps the writing
+paused for `pingTimeout`, is a slow consumer. A request read before the peer's close frame is answered before the
+close (`close_code`); text is checked as UTF-8 fragment by fragment, so invalid bytes fail the connection (1007)
+as soon as they arrive.
 
 Private aiohttp names relied on (listed in tests/test_upstream_surface.py): the request handler's
 `_message_tail` (bytes a client sent behind the upgrade request before the 101, which aiohttp's path
@@ -27,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import codecs
 import hashlib
 import socket
 import struct
@@ -38,6 +48,7 @@ from aiohttp import web
 from aiohttp.http import SERVER_SOFTWARE
 
 if TYPE_CHECKING:
+    from .deadlines import Deadline
     from .sockets import LeanSocket
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 §1.3
@@ -45,6 +56,8 @@ _TEXT, _BINARY, _CLOSE, _PING, _PONG = 0x1, 0x2, 0x8, 0x9, 0xA
 _FIN = 0x80
 _PROTOCOL_ERROR, _INVALID_DATA, _TOO_BIG = 1002, 1007, 1009
 _BACKLOG = 16  # received messages waiting to be handled before reading pauses
+_FRAMES_PER_TURN = 16  # parsed per turn of the event loop: the rest of a read waits for the next turn
+_utf8_decoder = codecs.getincrementaldecoder("utf-8")
 
 
 def frame(opcode: int, payload: bytes) -> bytes:
@@ -133,8 +146,9 @@ def take_over(socket: LeanSocket, environ: dict[str, Any], compress: bool) -> Ta
 class WebSocketConnection(asyncio.Protocol):
     """A taken-over websocket: RFC 6455 framing for one Engine.IO socket, and its write back-pressure."""
 
-    __slots__ = ("socket", "transport", "max_size", "pending", "fragments", "fragmented", "inbox", "reader",
-                 "reading_paused", "writing_paused", "drained", "closing", "lost", "closed", "ended")
+    __slots__ = ("socket", "transport", "max_size", "pending", "fragments", "fragmented", "text", "inbox", "reader",
+                 "backlogged", "deferred", "reading_paused", "writing_paused", "stall", "replies", "drained",
+                 "closing", "lost", "closed", "ended", "close_code")
 
     def __init__(self, socket: LeanSocket, transport: asyncio.Transport) -> None:
         self.socket = socket
@@ -143,21 +157,35 @@ class WebSocketConnection(asyncio.Protocol):
         self.pending: bytearray | None = None  # the start of a frame not fully received
         self.fragments: bytearray | None = None  # a fragmented message so far
         self.fragmented = 0  # its opcode
+        self.text: codecs.IncrementalDecoder | None = None  # checks a fragmented text message's UTF-8 so far
         self.inbox: deque[str | bytes | None] | None = None  # received messages not yet handled; None ends
         self.reader: asyncio.Task[None] | None = None  # handles the inbox while it is not empty
+        self.backlogged = False  # too many received messages wait: reading pauses until they are handled
+        self.deferred = False  # a read's frames are parsed over several turns of the loop: reading pauses meanwhile
         self.reading_paused = False
         self.writing_paused = False
+        self.stall: Deadline | None = None  # while writing is paused: when the peer becomes a slow consumer
+        self.replies: bytearray | None = None  # pongs of the read being parsed, written once it is
         self.drained: asyncio.Future[None] | None = None  # awaited by a send while writing is paused
         self.closing = False  # a close frame was sent (or the connection dropped): nothing more is written
         self.lost = False
         self.closed: asyncio.Future[None] | None = None  # awaited until the connection is gone
         self.ended = False  # the socket's end is queued: nothing more is received
+        self.close_code = 1000  # of the close frame `close` sends: the peer's own, echoed, if it closed first
         socket.server.taken_over.add(self)
 
     # --- sending (the interface LeanSocket writes through, as it does through FastWebSocket) ----------------
     def ready_transport(self) -> asyncio.WriteTransport | None:
         """The transport, if it takes data without waiting."""
         return None if self.closing or self.writing_paused else self.transport
+
+    def paused(self) -> bool:
+        """Whether the peer has stopped taking what is written (the transport's buffer is over its high-water mark)."""
+        return self.writing_paused
+
+    def buffered(self) -> int:
+        """Bytes written and not yet taken by the kernel."""
+        return 0 if self.lost else self.transport.get_write_buffer_size()
 
     def writelines(self, frames: list[bytes]) -> None:
         if not self.closing:
@@ -177,7 +205,7 @@ class WebSocketConnection(asyncio.Protocol):
     async def close(self) -> None:
         """Send a close frame (once), then wait until the peer has taken it and hung up (or the socket's closing
         deadline aborts the connection)."""
-        self._send_close(1000)
+        self._send_close(self.close_code)
         if not self.lost:
             if self.closed is None:
                 self.closed = asyncio.get_running_loop().create_future()
@@ -200,6 +228,7 @@ class WebSocketConnection(asyncio.Protocol):
         # sends is read and dropped until it hangs up: closing with unread input would reset the connection, and
         # the peer could lose the frames before the close.
         if not self.closing:
+            self._write_replies()
             self.closing = True
             self.transport.write(_close_frame(code))
             if self.transport.can_write_eof():
@@ -207,11 +236,37 @@ class WebSocketConnection(asyncio.Protocol):
 
     # --- asyncio.Protocol ---------------------------------------------------------------------------------
     def pause_writing(self) -> None:
+        # What the peer sends from now on would be answered into a buffer it does not empty: it is not read, so TCP
+        # pushes back on the peer. A peer that takes nothing for pingTimeout is a slow consumer.
         self.writing_paused = True
+        self._pace_reading()
+        if self.stall is None and not self.lost:
+            server = self.socket.server
+            self.stall = server.deadlines.call_later(server.ping_timeout, WebSocketConnection._stalled, self)
 
     def resume_writing(self) -> None:
         self.writing_paused = False
+        if self.stall is not None:
+            self.stall.cancel()
+            self.stall = None
+        self._pace_reading()
         self._wake_drained()
+
+    def _stalled(self) -> None:
+        self.stall = None
+        if self.writing_paused and not self.lost:
+            self.socket.stalled()
+
+    def _pace_reading(self) -> None:
+        """Read only while what the peer sends can be handled and answered: not while a backlog of its messages
+        waits, nor while the transport's writing is paused."""
+        paused = self.writing_paused or self.backlogged or self.deferred
+        if paused != self.reading_paused and not self.lost:
+            self.reading_paused = paused
+            if paused:
+                self.transport.pause_reading()
+            else:
+                self.transport.resume_reading()
 
     def _wake_drained(self) -> None:
         drained, self.drained = self.drained, None
@@ -224,6 +279,9 @@ class WebSocketConnection(asyncio.Protocol):
     def connection_lost(self, exc: BaseException | None) -> None:
         self.lost = self.closing = True
         self.socket.server.taken_over.discard(self)
+        if self.stall is not None:
+            self.stall.cancel()
+            self.stall = None
         self._wake_drained()
         if self.closed is not None and not self.closed.done():
             self.closed.set_result(None)
@@ -237,17 +295,41 @@ class WebSocketConnection(asyncio.Protocol):
             self.pending += data
             buffer = self.pending
         consumed = self._parse(buffer)
+        self._write_replies()
         if consumed == len(buffer) or self.ended:
             self.pending = None
         elif buffer is self.pending:
             del self.pending[:consumed]
         else:
             self.pending = bytearray(buffer[consumed:])
+        # Reading pauses with writing, so what one read asks for is all that can pass the high-water mark.
+        socket = self.socket
+        if self.writing_paused and self.buffered() + socket.queued_bytes > socket.server.max_socket_buffer_bytes:
+            socket.overflowed()
+        if self.deferred:
+            self._pace_reading()
+            asyncio.get_running_loop().call_soon(self._next_turn)
+
+    def _next_turn(self) -> None:
+        """Parse on from where the last turn stopped (a flood's frames, sixteen a turn)."""
+        self.deferred = False
+        self._pace_reading()
+        if self.pending is not None and not self.backlogged:
+            self.data_received(b"")
+
+    def _write_replies(self) -> None:
+        replies, self.replies = self.replies, None
+        if replies and not self.closing:
+            self.transport.write(replies)
 
     def _parse(self, buffer: bytes | bytearray) -> int:
-        """Handle every complete frame in `buffer`; how many bytes they took."""
-        pos, end = 0, len(buffer)
-        while not self.ended and end - pos >= 2:
+        """Handle the complete frames in `buffer` (up to a turn's worth); how many bytes they took."""
+        pos, end, turn = 0, len(buffer), _FRAMES_PER_TURN
+        while not self.ended and not self.backlogged and end - pos >= 2:
+            turn -= 1
+            if not turn:
+                self.deferred = True
+                break
             first, second = buffer[pos], buffer[pos + 1]
             length, start = second & 0x7F, pos + 2
             if length == 126:
@@ -270,24 +352,37 @@ class WebSocketConnection(asyncio.Protocol):
         return pos
 
     def _refused(self, first: int, second: int, length: int) -> int:
-        """The close code a frame's header earns (before its payload is waited for); 0 if it is acceptable."""
+        """The close code a frame's header earns (before its payload is waited for); 0 if it is acceptable.
+
+        Checked in the order the `websockets` library checks them (tests/test_engine_websocket_fuzz.py's oracle),
+        so a frame with several faults earns the same code: the opcode, the mask, the size (what the message in
+        progress already holds counts, for a control frame too), the reserved bits, then the rules of control
+        frames and of fragments."""
         opcode = first & 0x0F
-        if first & 0x70 or not second & 0x80:  # reserved bits (no extension was negotiated), or unmasked
+        if opcode not in (0, _TEXT, _BINARY, _CLOSE, _PING, _PONG) or not second & 0x80:
+            return _PROTOCOL_ERROR  # unknown, or unmasked
+        so_far = len(self.fragments) if self.fragments is not None else 0
+        if so_far + length > self.max_size:
+            return _TOO_BIG
+        if first & 0x70:  # reserved bits (no extension was negotiated)
             return _PROTOCOL_ERROR
         if opcode >= _CLOSE:
-            return 0 if opcode in (_CLOSE, _PING, _PONG) and first & _FIN and length <= 125 else _PROTOCOL_ERROR
-        if opcode not in (0, _TEXT, _BINARY) or (opcode == 0) == (self.fragments is None):
-            return _PROTOCOL_ERROR  # unknown, a continuation of nothing, or a new message inside a fragmented one
-        so_far = len(self.fragments) if self.fragments is not None else 0
-        return _TOO_BIG if so_far + length > self.max_size else 0
+            return 0 if first & _FIN and length <= 125 else _PROTOCOL_ERROR
+        if (opcode == 0) == (self.fragments is None):
+            return _PROTOCOL_ERROR  # a continuation of nothing, or a new message inside a fragmented one
+        return 0
 
     def _frame(self, first: int, payload: bytes) -> None:
         opcode = first & 0x0F
         if opcode == _PING:
-            self.transport.write(frame(_PONG, payload))
+            # Every ping of the read is answered, in one write after it (a flood of small pings would otherwise be
+            # as many buffered objects as pings, each far larger than the bytes it counts for).
+            if self.replies is None:
+                self.replies = bytearray()
+            self.replies += frame(_PONG, payload)
         elif opcode == _CLOSE:
             code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1000
-            if len(payload) == 1 or not _valid_close_code(code):
+            if len(payload) == 1:
                 self._fail(_PROTOCOL_ERROR)
                 return
             try:
@@ -295,17 +390,27 @@ class WebSocketConnection(asyncio.Protocol):
             except UnicodeDecodeError:
                 self._fail(_INVALID_DATA)
                 return
-            self._send_close(code)
+            if not _valid_close_code(code):
+                self._fail(_PROTOCOL_ERROR)
+                return
+            # Answered once the messages read before it are (`close` echoes the code): RFC 6455 §5.5.1 lets an
+            # endpoint send what it was sending before its close frame.
+            self.close_code = code
             self._receive(None)
         elif opcode != _PONG:
             if not first & _FIN:
                 if self.fragments is None:
                     self.fragments, self.fragmented = bytearray(), opcode
+                    self.text = _utf8_decoder() if opcode == _TEXT else None
+                if self.text is not None and not self._utf8(payload):
+                    return
                 self.fragments += payload
                 return
             if self.fragments is not None:
+                if self.text is not None and not self._utf8(payload, final=True):
+                    return
                 opcode, payload = self.fragmented, bytes(self.fragments + payload)
-                self.fragments = None
+                self.fragments = self.text = None
             if opcode == _BINARY:
                 self._receive(payload)
                 return
@@ -313,6 +418,16 @@ class WebSocketConnection(asyncio.Protocol):
                 self._receive(payload.decode())
             except UnicodeDecodeError:
                 self._fail(_INVALID_DATA)
+
+    def _utf8(self, fragment: bytes, final: bool = False) -> bool:
+        """Whether a text fragment continues valid UTF-8 (the connection fails with 1007 when not)."""
+        assert self.text is not None
+        try:
+            self.text.decode(fragment, final)
+        except UnicodeDecodeError:
+            self._fail(_INVALID_DATA)
+            return False
+        return True
 
     def _fail(self, code: int) -> None:
         """The peer broke the protocol (or the size limit): close with `code`, and end the socket."""
@@ -329,9 +444,9 @@ class WebSocketConnection(asyncio.Protocol):
         self.inbox.append(message)
         if self.reader is None:
             self.reader = asyncio.ensure_future(self._handle_inbox())
-        elif len(self.inbox) >= _BACKLOG and not self.reading_paused and not self.lost:
-            self.reading_paused = True
-            self.transport.pause_reading()
+        elif len(self.inbox) >= _BACKLOG and not self.backlogged:
+            self.backlogged = True
+            self._pace_reading()
 
     async def _handle_inbox(self) -> None:
         inbox = self.inbox
@@ -345,8 +460,12 @@ class WebSocketConnection(asyncio.Protocol):
                     inbox.clear()
                     await socket.close(wait=False, abort=True, reason=socket.server.reason.TRANSPORT_CLOSE)
                 del message  # not kept alive (the CONNECT packet holds a token) while the next one is awaited
+                if inbox:
+                    await asyncio.sleep(0)  # a flood is handled a message per turn, between everyone else's work
         finally:
             self.reader = self.inbox = None
-            if self.reading_paused and not self.lost:
-                self.reading_paused = False
-                self.transport.resume_reading()
+            if self.backlogged:
+                self.backlogged = False
+                self._pace_reading()
+                if self.pending is not None:
+                    self.data_received(b"")  # the rest of the read, whose parsing stopped at the backlog

@@ -58,8 +58,10 @@ def besides_welcome(client: BlocksClient) -> list[Received]:
 
 
 def lab_settings(**overrides: Any) -> Settings:
-    """Settings for a lab gateway: fixed demo secrets, loopback, a free port, the demo data."""
-    return Settings(jwt_secret=LAB_SECRET, api_key=LAB_API_KEY, host="127.0.0.1", port=0).with_(**overrides)
+    """Settings for a lab gateway: fixed demo secrets, loopback, a free port, the demo data; no throttle on wrong
+    credentials (tests send wrong keys on purpose, then right ones at once, all from 127.0.0.1)."""
+    return Settings(jwt_secret=LAB_SECRET, api_key=LAB_API_KEY, host="127.0.0.1", port=0,
+                    auth_failure_delay_s=0).with_(**overrides)
 
 
 async def publish(url: str, api_key: str | None, events: list[dict[str, Any]] | dict[str, Any]) -> tuple[int, Any]:
