@@ -23,10 +23,10 @@ from blocks_rt import contract
 from blocks_rt import events as ev
 from blocks_rt import examples as ex
 from blocks_rt import messages as msg
+from blocks_rt.broker import Position, stamp
 from blocks_rt.errors import ServiceUnavailable
-from blocks_rt.eventlog import Position, stamp
+from blocks_rt.http_api import PUBLISH_ERRORS
 from blocks_rt.idempotency import IN_FLIGHT, REUSED
-from blocks_rt.publish_api import PUBLISH_ERRORS
 from blocks_rt.router import ROUTES, route
 from blocks_rt.settings import NAMESPACE
 from blocks_rt.testing.lab import Lab

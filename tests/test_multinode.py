@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 from samples import accepted
 
+from blocks_rt.broker.redis.client import RedisShards
+from blocks_rt.broker.redis.keys import Keys
 from blocks_rt.client import BlocksClient
-from blocks_rt.keys import Keys
-from blocks_rt.redis_client import RedisShards
 from blocks_rt.testing.nodes import Node, NodeCluster, RedisClusterProcesses, free_port, private_redis
 
 pytestmark = pytest.mark.timeout(120)
