@@ -212,7 +212,7 @@ def test_the_contract_lists_exactly_the_codes_the_code_raises() -> None:
 
 
 def test_the_contract_lists_exactly_the_publish_api_codes(asyncapi_doc: dict[str, Any]) -> None:
-    answered = {node.args[1].value for node in _calls("publish_api")
+    answered = {node.args[1].value for node in _calls("http_api")
                 if getattr(node.func, "id", None) in ("_error", "refusal") and isinstance(node.args[1], ast.Constant)}
     validation = _codes("InvalidEvent", "bus")
     idempotency = {IN_FLIGHT, REUSED}

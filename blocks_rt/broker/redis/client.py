@@ -16,9 +16,9 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisClusterException, RedisError
-from redis.asyncio.retry import Retry
 
 # Bounded so a dead node is an error in seconds, never a hang (a failover takes 1-3 s).
 CLIENT_OPTIONS: dict[str, Any] = {"decode_responses": True, "socket_timeout": 5, "socket_connect_timeout": 2}
