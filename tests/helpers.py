@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
+
+from blocks_rt.broker import LoggedEvent, ResyncReason
 
 
 class RedisUser:
@@ -23,3 +26,16 @@ class RedisUser:
         """Redis is gone for this user: refused at login, its connections closed. Redis keeps its data."""
         await self.acl("off")
         await self.admin.execute_command("CLIENT", "KILL", "USER", self.name)
+
+
+class Recorder:
+    """A node's receiver for a broker under test: what the broker delivered to it."""
+
+    def __init__(self) -> None:
+        self.delivered: list[LoggedEvent] = []
+
+    async def deliver(self, logged: Sequence[LoggedEvent]) -> None:
+        self.delivered.extend(logged)
+
+    async def resync_room(self, stream: str, reason: ResyncReason) -> None:
+        raise AssertionError(f"no gap expected: {stream} {reason}")

@@ -6,18 +6,17 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 
 import orjson
 import pytest
 import redis.asyncio as aioredis
+from helpers import Recorder
 
 from blocks_rt.broker import (
     Broker,
-    LoggedEvent,
     Position,
-    ResyncReason,
     ResyncRequired,
     format_event_id,
     parse_event_id,
@@ -30,21 +29,6 @@ from blocks_rt.broker.redis.keys import Keys
 from blocks_rt.metrics import Metrics
 from blocks_rt.router import Delivery
 from blocks_rt.testing.waiting import until
-
-EventLog = Broker  # the history side of the contract is most of it
-
-
-class Recorder:
-    """A node's receiver: what the broker delivered to it."""
-
-    def __init__(self) -> None:
-        self.delivered: list[LoggedEvent] = []
-
-    async def deliver(self, logged: Sequence[LoggedEvent]) -> None:
-        self.delivered.extend(logged)
-
-    async def resync_room(self, stream: str, reason: ResyncReason) -> None:
-        raise AssertionError(f"no gap expected: {stream} {reason}")
 
 
 class Clock:
@@ -66,9 +50,9 @@ class Logs:
         self.receiver = Recorder()
         self._clock = Clock()
 
-    async def open(self, max_events: int = 1000, max_age_s: float = 3600) -> EventLog:
+    async def open(self, max_events: int = 1000, max_age_s: float = 3600) -> Broker:
         if self.kind == "memory":
-            log: EventLog = MemoryBroker(max_events, max_age_s, clock=self._clock)
+            log: Broker = MemoryBroker(max_events, max_age_s, clock=self._clock)
         else:
             assert self._redis_url
             log = RedisBroker(self._redis_url, node_id=f"test-{uuid.uuid4().hex[:6]}", metrics=Metrics(),
@@ -83,7 +67,7 @@ class Logs:
         else:
             await asyncio.sleep(seconds)
 
-    async def lose(self, log: EventLog) -> EventLog:
+    async def lose(self, log: Broker) -> Broker:
         """The history is gone (memory: a new process; Redis: its keys flushed); a log to go on with."""
         if self.kind == "memory":
             return await self.open()
@@ -105,11 +89,11 @@ def balance(stream: str, n: int) -> Delivery:
     return Delivery(stream, "wallet:balance_updated", orjson.dumps({"userId": stream.split(":")[1], "n": n}))
 
 
-async def append_n(log: EventLog, stream: str, count: int, start: int = 0) -> list[str]:
+async def append_n(log: Broker, stream: str, count: int, start: int = 0) -> list[str]:
     return [item.event_id for item in await log.publish([balance(stream, start + i) for i in range(count)])]
 
 
-async def resync_reason(log: EventLog, stream: str, offset: str) -> str:
+async def resync_reason(log: Broker, stream: str, offset: str) -> str:
     with pytest.raises(ResyncRequired) as caught:
         await log.read_after(stream, offset)
     assert caught.value.stream == stream
@@ -166,7 +150,7 @@ async def test_retention_by_count(logs: Logs) -> None:
     await boundary_case(logs, log, trimmed=ids[1], after=ids[2:])
 
 
-async def boundary_case(logs: Logs, log: EventLog, trimmed: str, after: list[str]) -> None:
+async def boundary_case(logs: Logs, log: Broker, trimmed: str, after: list[str]) -> None:
     """Only the offset's own event was trimmed: memory knows nothing after it was; Redis cannot, so resyncs."""
     if logs.kind == "memory":
         assert [i.event_id for i in await log.read_after("user:u1", trimmed)] == after

@@ -15,9 +15,10 @@ import aiohttp
 
 from blocks_rt.auth import TokenVerifier
 from blocks_rt.client import BlocksClient
-from blocks_rt.settings import Settings
+from blocks_rt.settings import DATA_DIR, Settings
 from blocks_rt.testing.lab import LAB_SECRET
 from blocks_rt.testing.nodes import free_port
+from blocks_rt.testing.waiting import until
 
 CLI = str(Path(sys.executable).parent / "blocks-rt")
 
@@ -107,3 +108,31 @@ async def test_serve_starts_with_dev_secrets_and_its_printed_token_connects(tmp_
             proc.kill()
             await asyncio.wait_for(proc.wait(), 5)
     assert proc.returncode == 0, log.read_text()  # SIGTERM is a clean shutdown
+
+
+async def test_serve_loads_no_demo_data(tmp_path: Path) -> None:
+    """The reference services' demo state (wallets, properties) is the lab's and `demo`'s: a served gateway starts
+    with a data directory that holds none of it (only a user directory)."""
+    empty = tmp_path / "no-demo-data"
+    empty.mkdir()
+    port = free_port()
+    log = tmp_path / "serve.log"
+    with log.open("w") as sink:
+        proc = await asyncio.create_subprocess_exec(
+            CLI, "serve", "--host", "127.0.0.1", "--port", str(port), stdout=sink, stderr=subprocess.STDOUT,
+            env=environment(DATA_DIR=str(empty), USERS_FILE=str(DATA_DIR / "users.json")))
+    try:
+        async def healthy() -> bool:
+            assert proc.returncode is None, log.read_text()
+            try:
+                async with (aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http,
+                            http.get(f"http://127.0.0.1:{port}/healthz") as response):
+                    return response.status == 200
+            except aiohttp.ClientError:
+                return False
+
+        await until(healthy, 30, "serve answering /healthz")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.wait(), 15)
+    assert proc.returncode == 0, log.read_text()

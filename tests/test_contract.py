@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ast
-import asyncio
 import json
 import os
 import shutil
@@ -30,6 +29,7 @@ from blocks_rt.idempotency import IN_FLIGHT, REUSED
 from blocks_rt.router import ROUTES, route
 from blocks_rt.settings import NAMESPACE
 from blocks_rt.testing.lab import Lab
+from blocks_rt.testing.waiting import until
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = ROOT / "spec"
@@ -211,7 +211,7 @@ def test_the_contract_lists_exactly_the_codes_the_code_raises() -> None:
     assert set(get_args(msg.SessionEndReason)) == reasons
 
 
-def test_the_contract_lists_exactly_the_publish_api_codes(asyncapi_doc: dict[str, Any]) -> None:
+def test_the_contract_lists_exactly_the_publish_api_s_codes(asyncapi_doc: dict[str, Any]) -> None:
     answered = {node.args[1].value for node in _calls("http_api")
                 if getattr(node.func, "id", None) in ("_error", "refusal") and isinstance(node.args[1], ast.Constant)}
     validation = _codes("InvalidEvent", "bus")
@@ -307,10 +307,7 @@ class Wire:
         return [p for e, p in self.events if e == event]
 
     async def wait(self, condition: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
-        async with asyncio.timeout(timeout):
-            while not condition():
-                await asyncio.sleep(0.02)
-        assert condition(), what
+        await until(condition, timeout, what)
 
     async def call(self, event: str, data: Any) -> Any:
         return await self.sio.call(event, data, namespace=NAMESPACE, timeout=5)

@@ -1,4 +1,4 @@
-"""Idempotency keys (idempotency.py, idempotency_redis.py): one publish per key, on one node or many."""
+"""Idempotency keys (idempotency.py, publish_once.py, broker/redis/idempotency.py): one publish per key, on one node or many."""
 
 from __future__ import annotations
 
