@@ -288,13 +288,15 @@ async def _said(lab: Lab, state: str) -> bool:
     return await outbox_state(lab.url) == state
 
 
-async def test_rows_wait_while_redis_is_down_then_arrive_once(make_lab: MakeLab, outbox_dsn: str,
-                                                               redis_user: RedisUser) -> None:
+async def test_rows_wait_while_redis_is_down_then_arrive_once(redis_user: RedisUser, make_lab: MakeLab,
+                                                               outbox_dsn: str) -> None:
+    # redis_user first: set up first, torn down last, so the gateway stops before its Redis user is deleted
     lab = await make_lab(event_rate=0, outbox_dsn=outbox_dsn, outbox_poll_s=0.2, redis_url=redis_user.url,
                          redis_prefix=f"t-{secrets.token_hex(3)}")
     amira = await lab.client("usr_amira")
     await commit(outbox_dsn, [note("before")])
     await amira.wait_for("notification:new")
+    await until(lambda: _taken_not_processed(outbox_dsn, 0))  # its batch done: the consumer is idle
     await redis_user.cut_off()
     await commit(outbox_dsn, [note(f"during-{n}") for n in range(5)])
     # The consumer takes the rows (marks them as its batch) and cannot publish them: it keeps them.
