@@ -35,7 +35,7 @@ from typing import Any
 import aiohttp
 
 from blocks_rt.auth import mint_token
-from blocks_rt.eventlog import parse_event_id
+from blocks_rt.broker import parse_event_id
 from blocks_rt.settings import NAMESPACE, Settings
 from blocks_rt.testing.lab import LAB_API_KEY, LAB_SECRET, publish
 from blocks_rt.testing.nodes import Node, free_port

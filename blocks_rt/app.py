@@ -1,8 +1,10 @@
-"""Wiring: `create_app(settings)` builds the aiohttp application with the gateway, bus, log and services.
+"""Wiring: `create_app(settings)` builds the aiohttp application with the gateway, the bus and the broker.
 
-Construction happens in one place and in one order: the event log, the Socket.IO server and local delivery,
-then the backends the settings choose (local twins, or Redis), then the gateway with them. Long-lived
-resources are started and stopped in `app.cleanup_ctx`, in order, and reversed on shutdown.
+Construction happens in one place and in one order: the broker, the Socket.IO server and local delivery, then
+the backends the settings choose (memory, or Redis), then the gateway with them. Long-lived resources are
+started and stopped in `app.cleanup_ctx`, in order, and reversed on shutdown. Business services are not the
+gateway's: a caller that has some (the reference services of `demo`, notebooks and tests) hands in the bus they
+publish on.
 """
 
 from __future__ import annotations
@@ -13,33 +15,28 @@ import socket
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from . import oplog
+from .broker import Broker
+from .broker.memory import MemoryBroker
 from .bus import EventBus
-from .delivery import Dispatcher, LocalDelivery
+from .delivery import LocalDelivery
 from .directory import JsonUserDirectory, UserDirectory
+from .dispatcher import Dispatcher
 from .engine import admin
-from .eventlog import EventLog, MemoryEventLog
-from .fanout import Fanout, LocalFanout, RoomHost
 from .gateway import Gateway, socketio_server
 from .guessing import throttle
+from .http_api import HttpApi
 from .idempotency import IdempotencyStore, MemoryIdempotencyStore
 from .metrics import Metrics
 from .presence import ClusterPresence, LocalClusterPresence, Presence
-from .publish_api import PublishApi
-from .reference.services import Services
-from .reference.state import Store
 from .settings import Settings
 
 if TYPE_CHECKING:
     from .outbox import OutboxConsumer
-
-
-class HostingFanout(Fanout, RoomHost, Protocol):
-    """A fan-out that also learns which rooms this node hosts (both backends are)."""
 
 
 @dataclass
@@ -47,12 +44,11 @@ class Blocks:
     """Everything one running gateway is made of; what `app[BLOCKS]` holds."""
 
     settings: Settings
+    node_id: str
     bus: EventBus
-    log: EventLog
+    broker: Broker
     gateway: Gateway
-    services: Services
     metrics: Metrics
-    fanout: Fanout
     outbox: OutboxConsumer | None = None
 
 
@@ -61,65 +57,60 @@ BLOCKS = web.AppKey("blocks", Blocks)
 
 @dataclass
 class Backends:
-    """The seams the settings choose: the local twins in the embedded mode, Redis across nodes."""
+    """The seams the settings choose: memory in the embedded mode, Redis across nodes."""
 
-    fanout: HostingFanout
+    broker: Broker
     cluster: ClusterPresence
+    idempotency: IdempotencyStore
     resources: list[AbstractAsyncContextManager[Any]]  # started in order at startup, stopped in reverse
 
 
-def _event_log(settings: Settings) -> EventLog:
-    if settings.redis_url:
-        from .eventlog_redis import RedisEventLog
-
-        return RedisEventLog(settings.redis_url, prefix=settings.redis_prefix,
-                             max_events=settings.log_max_events, max_age_s=settings.log_max_age_s,
-                             cluster=settings.redis_cluster, publish=settings.fanout)
-    return MemoryEventLog(settings.log_max_events, settings.log_max_age_s)
+def _memory(settings: Settings, presence: Presence) -> Backends:
+    """One node: the broker delivers here, and the cluster's presence is this node's."""
+    broker = MemoryBroker(settings.log_max_events, settings.log_max_age_s)
+    idempotency = MemoryIdempotencyStore(settings.idempotency_ttl_s, settings.idempotency_lease_s)
+    return Backends(broker, LocalClusterPresence(presence), idempotency, [broker, idempotency])
 
 
-def _local(delivery: LocalDelivery, presence: Presence) -> Backends:
-    """One node: fan-out is a direct call, and the cluster's presence is this node's."""
-    return Backends(LocalFanout(delivery.deliver), LocalClusterPresence(presence), [])
+def _redis(url: str, settings: Settings, metrics: Metrics, node_id: str) -> Backends:
+    """Multi-node mode: the broker, cluster presence and idempotency records on one Redis (server or cluster),
+    through the broker's one set of connections."""
+    from .broker.redis.broker import RedisBroker
+    from .broker.redis.idempotency import RedisIdempotencyStore
+    from .broker.redis.presence import RedisClusterPresence
+
+    broker = RedisBroker(url, node_id=node_id, metrics=metrics, prefix=settings.redis_prefix,
+                         max_events=settings.log_max_events, max_age_s=settings.log_max_age_s,
+                         cluster=settings.redis_cluster, fanout=settings.fanout)
+    cluster = RedisClusterPresence(broker.shards, broker.keys, node_id)
+    idempotency = RedisIdempotencyStore(broker.shards, broker.keys, settings.idempotency_ttl_s,
+                                        settings.idempotency_lease_s)
+    return Backends(broker, cluster, idempotency, [broker, cluster, idempotency])
 
 
-def _redis(event_log: EventLog, delivery: LocalDelivery, metrics: Metrics, node_id: str) -> Backends:
-    """Multi-node mode: per-room fan-out and cluster presence over the log's Redis (one server or a cluster)."""
-    from .eventlog_redis import RedisEventLog
-    from .fanout_redis import RedisFanout
-    from .presence_redis import RedisClusterPresence
+def create_app(settings: Settings, *, users: UserDirectory | None = None, bus: EventBus | None = None
+               ) -> web.Application:
+    """The gateway as an aiohttp application (Socket.IO at /socket.io/, namespace /mobile).
 
-    if not isinstance(event_log, RedisEventLog):
-        raise TypeError("multi-node mode needs the Redis event log")
-    fanout = RedisFanout(event_log, delivery.deliver, metrics, on_gap=delivery.resync_room)
-    cluster = RedisClusterPresence(event_log.shards, event_log.keys, node_id)
-    return Backends(fanout, cluster, [fanout, cluster])
-
-
-def _idempotency_store(settings: Settings) -> IdempotencyStore:
-    if settings.redis_url:
-        from .idempotency_redis import RedisIdempotencyStore
-
-        return RedisIdempotencyStore(settings.redis_url, settings.redis_prefix, settings.idempotency_ttl_s,
-                                     settings.idempotency_lease_s, cluster=settings.redis_cluster)
-    return MemoryIdempotencyStore(settings.idempotency_ttl_s, settings.idempotency_lease_s)
-
-
-def create_app(settings: Settings, *, users: UserDirectory | None = None) -> web.Application:
-    """The gateway as an aiohttp application (Socket.IO at /socket.io/, namespace /mobile)."""
+    `bus`: where in-process business services publish (the gateway makes its own, which only the publish API
+    and the outbox feed, when none is given).
+    """
     metrics = Metrics()
-    bus = EventBus()
-    event_log = _event_log(settings)
+    bus = EventBus() if bus is None else bus
     users = users or JsonUserDirectory.from_file(settings.users_file)
     node_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
-    sio = socketio_server(settings)
-    delivery = LocalDelivery(sio.manager, event_log, metrics, settings.event_rate)
     presence = Presence()
-    backends = _redis(event_log, delivery, metrics, node_id) if settings.redis_url else _local(delivery, presence)
-    gateway = Gateway(settings, users, metrics, sio=sio, delivery=delivery, event_log=event_log,
-                      room_host=backends.fanout, presence=presence, cluster=backends.cluster)
-    services = Services(Store.load(settings.data_dir), bus)
-    blocks = Blocks(settings, bus, event_log, gateway, services, metrics, backends.fanout)
+    if settings.redis_url:
+        backends = _redis(settings.redis_url, settings, metrics, node_id)
+    else:
+        backends = _memory(settings, presence)
+    broker = backends.broker
+    sio = socketio_server(settings)
+    delivery = LocalDelivery(sio.manager, broker, metrics, settings.event_rate)
+    broker.deliver_to(delivery)
+    gateway = Gateway(settings, users, metrics, sio=sio, delivery=delivery, broker=broker, presence=presence,
+                      cluster=backends.cluster)
+    blocks = Blocks(settings, node_id, bus, broker, gateway, metrics)
 
     app = web.Application(client_max_size=settings.max_publish_bytes)  # the publish API reads bodies up to this
     app.on_response_prepare.append(oplog.publish_log)  # publish requests are logged from their answers
@@ -128,36 +119,24 @@ def create_app(settings: Settings, *, users: UserDirectory | None = None) -> web
     admin.setup(app, sio, presence, metrics, settings, server_id=node_id)
     metrics.watch("blocks_rt_slow_consumers", "Sockets ended as slow consumers, by why (queue, buffer, stalled)",
                   lambda: dict(sio.eio.slow_consumers), label="why")
-    api = PublishApi(metrics, settings.api_key, settings.max_publish_bytes, settings.max_publish_batch,
-                     guesses=throttle("api_key", metrics, settings))
+    api = HttpApi(metrics, gateway, broker, api_key=settings.api_key, max_bytes=settings.max_publish_bytes,
+                  max_batch=settings.max_publish_batch, guesses=throttle("api_key", metrics, settings))
     app.router.add_routes(api.routes())
-    app.router.add_get("/healthz", _healthz)
-
-    async def user_presence(request: web.Request) -> web.Response:
-        """Is a user online anywhere in the cluster (e.g. push notification or not)? Backend only."""
-        if not api.authorized(request):
-            return web.json_response({"error": {"code": "unauthorized", "message": "missing or wrong API key"}},
-                                     status=401)
-        user_id = request.match_info["user_id"]
-        return web.json_response({"userId": user_id, "sockets": await gateway.user_socket_count(user_id)})
-
-    app.router.add_get("/api/presence/{user_id}", user_presence)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            await stack.enter_async_context(event_log)
             for resource in backends.resources:
                 await stack.enter_async_context(resource)
-            dispatcher = Dispatcher(event_log, backends.fanout, metrics)
+            dispatcher = Dispatcher(broker, metrics)
             bus.subscribe(dispatcher)
-            idempotency = await stack.enter_async_context(_idempotency_store(settings))
-            api.start(dispatcher, idempotency, event_log)
             if settings.outbox_dsn:
                 from .outbox import OutboxConsumer
 
                 blocks.outbox = await stack.enter_async_context(OutboxConsumer(
-                    settings.outbox_dsn, dispatcher, event_log, idempotency, metrics, poll_s=settings.outbox_poll_s,
-                    batch=settings.outbox_batch, retention_s=settings.outbox_retention_s))
+                    settings.outbox_dsn, dispatcher, broker, backends.idempotency, metrics,
+                    poll_s=settings.outbox_poll_s, batch=settings.outbox_batch,
+                    retention_s=settings.outbox_retention_s))
+            api.start(dispatcher, backends.idempotency, blocks.outbox)
             oplog.started(settings, node_id)
             yield
             await gateway.aclose()
@@ -169,13 +148,3 @@ def create_app(settings: Settings, *, users: UserDirectory | None = None) -> web
     app.cleanup_ctx.append(lifecycle)
     app.on_shutdown.append(drain)
     return app
-
-
-async def _healthz(request: web.Request) -> web.Response:
-    blocks = request.app[BLOCKS]
-    healthy = blocks.fanout.healthy
-    body = {"status": "ok" if healthy else "unhealthy", "fanout": "ok" if healthy else "down",
-            "sockets": blocks.gateway.presence.socket_count, "users": blocks.gateway.presence.user_count}
-    if blocks.outbox is not None:  # said, not failed on: sockets are served while the outbox database is away
-        body["outbox"] = blocks.outbox.state
-    return web.json_response(body, status=200 if healthy else 503)

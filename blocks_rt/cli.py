@@ -100,7 +100,7 @@ async def demo(settings: Settings, pause_s: float = 0.4) -> list[str]:
                           "portfolio:updated", "transaction:status_changed"):
                 client.on(event, _printer(show, user_id, event))
         await lab.clients["usr_chloe"].subscribe_property("prop_palm")
-        svc = lab.blocks.services
+        svc = lab.services
         story: list[tuple[str, Callable[[], Awaitable[object]]]] = [
             ("usr_amira deposits 1,000 USDC", lambda: svc.deposit("usr_amira", 1000)),
             ("usr_amira invests in 20 tokens of Palm Crescent Villas",

@@ -16,13 +16,12 @@ from typing import Any, Literal
 
 import socketio
 
-from .eventlog import Position, parse_event_id
+from .broker import Position, parse_event_id
 from .events import WIRE_EVENTS, Connected, Model
 from .settings import NAMESPACE
 
 State = Literal["disconnected", "connecting", "connected", "reconnecting"]
 Handler = Callable[[Any], Awaitable[None] | None]
-CONTROL_EVENTS = ("stream:resumed", "stream:resync_required", "auth:expired", "session:ended")
 
 
 class ClientError(Exception):

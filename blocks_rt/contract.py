@@ -24,7 +24,7 @@ from pydantic.json_schema import GenerateJsonSchema, models_json_schema
 from . import events as ev
 from . import examples as ex
 from . import messages as msg
-from .publish_api import IDEMPOTENCY_KEY, PUBLISH_ERRORS
+from .http_api import IDEMPOTENCY_KEY, PUBLISH_ERRORS
 from .router import ROUTES
 from .settings import NAMESPACE
 
@@ -34,7 +34,7 @@ Mode = Literal["validation", "serialization"]
 
 # --- the models, as the wire sees them ------------------------------------------------------------------
 def _stamped(model: type[ev.Model]) -> type[ev.Model]:
-    """`model` plus the `eventId` and `stream` every logged event carries (eventlog.stamp), same name."""
+    """`model` plus the `eventId` and `stream` every logged event carries (broker.stamp), same name."""
     return create_model(
         model.__name__, __base__=model, __module__=__name__, __doc__=model.__doc__,
         event_id=(msg.EventId, Field(description="This event's place in `stream`: keep the last one per stream "

@@ -1,37 +1,27 @@
-"""From the bus to the sockets: route, log, fan out, then pace and emit to the rooms of this node.
+"""What each node does with the events the broker delivers: pace them per stream and emit them to its rooms.
 
-`Dispatcher` is the bus subscriber (router → event log → fan-out). `LocalDelivery` is what each node
-does with logged events: pace them per stream and emit them to the room. A socket that is resuming a
-stream is *held*: live events for it are buffered while its replay is read, then flushed without the ones
-the replay already sent, so nothing slips between replay and live and nothing arrives twice. After the
-release, events the pacer still held back and the replay already sent are skipped for that socket too
-(its *floor*), so a paced stream does not send them a second time. The same hold covers a socket joining a
+A socket that is resuming a stream is *held*: live events for it are buffered while its replay is read, then
+flushed without the ones the replay already sent, so nothing slips between replay and live and nothing arrives
+twice. After the release, events the pacer still held back and the replay already sent are skipped for that
+socket too (its *floor*), so a paced stream does not send them a second time. The same hold covers a socket joining a
 room mid-session (`join_live`) and the welcome of a new socket (`welcome`: `connected`, each resumed
 stream's missed events, `stream:resumed`, then live events).
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Protocol, TypeVar
 
 from . import messages as msg
-from .bus import DomainEvent
+from .broker import History, LoggedEvent, Position, ResyncReason, ResyncRequired, parse_event_id
 from .engine.manager import Emit
-from .eventlog import EventLog, LoggedEvent, Position, ResyncReason, ResyncRequired, parse_event_id
 from .events import Connected, Model
-from .fanout import Fanout
 from .metrics import Metrics
 from .ratelimit import StreamPacer
-from .router import route
 from .settings import NAMESPACE
 
-PerEvent = list[tuple[str, list[LoggedEvent]]]
-"""Each domain event of a batch with its logged deliveries (one per stream it was routed to)."""
-OnLogged = Callable[[PerEvent], Awaitable[None]]
 _T = TypeVar("_T")
 
 
@@ -51,49 +41,12 @@ class Emitter(Protocol):
         """Each (event, data, room or socket id, socket ids to skip), in order."""
 
 
-class Dispatcher:
-    """Bus subscriber: a validated batch becomes deliveries, is logged (the accept point), then fanned out."""
-
-    def __init__(self, event_log: EventLog, fanout: Fanout, metrics: Metrics) -> None:
-        self._log = event_log
-        self._fanout = fanout
-        self._metrics = metrics
-        self._in_order = asyncio.Lock()
-
-    async def __call__(self, batch: Sequence[DomainEvent]) -> None:
-        await self.dispatch(batch)
-
-    async def dispatch(self, batch: Sequence[DomainEvent], on_logged: OnLogged | None = None) -> PerEvent:
-        """Log and fan out `batch`; returns each domain event's logged deliveries (`on_logged` sees them first)."""
-        routed = [route(e.name, e.data) for e in batch]
-        # One batch at a time from the log to the fan-out: two batches logged concurrently could otherwise
-        # reach a socket out of log order, and a client that saw the later id drops the earlier event.
-        async with self._in_order:
-            logged = await self._log.append([d for deliveries in routed for d in deliveries])
-            for name, count in Counter(e.name for e in batch).items():
-                self._metrics.child(self._metrics.published, name).inc(count)
-            per_event: PerEvent = []
-            start = 0
-            for event, deliveries in zip(batch, routed, strict=True):
-                per_event.append((event.name, logged[start:start + len(deliveries)]))
-                start += len(deliveries)
-            if on_logged is not None:
-                await on_logged(per_event)
-            await self._fanout.publish(logged)
-        return per_event
-
-    async def redeliver(self, logged: Sequence[LoggedEvent]) -> None:
-        """Fan out events already in the log again (an idempotent retry after a failed fan-out)."""
-        async with self._in_order:
-            await self._fanout.republish(logged)
-
-
 class LocalDelivery:
     """Emit logged events to this node's rooms, paced per stream, holding sockets that are resuming."""
 
-    def __init__(self, emitter: Emitter, event_log: EventLog, metrics: Metrics, rate: float) -> None:
+    def __init__(self, emitter: Emitter, history: History, metrics: Metrics, rate: float) -> None:
         self._emitter = emitter
-        self._log = event_log
+        self._log = history
         self._metrics = metrics
         self._held: dict[str, dict[str, list[LoggedEvent]]] = {}
         self._floors: dict[str, dict[str, Position]] = {}

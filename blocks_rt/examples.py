@@ -1,7 +1,7 @@
 """One real example of every payload: each domain event, wire event, client message and ack.
 
 The single source of examples for the contract (spec/) and for the routing tests. Wire examples of stream
-events are not written by hand: they are what `router.route` and `eventlog.stamp` make of the domain
+events are not written by hand: they are what `router.route` and `broker.stamp` make of the domain
 examples, so an example cannot drift from what the gateway sends. Everything is fixed (no clock, no
 randomness), so the generated contract is the same on every run.
 """
@@ -16,7 +16,7 @@ import jwt
 
 from . import events as ev
 from . import messages as msg
-from .eventlog import Position, format_event_id, stamp
+from .broker import Position, format_event_id, stamp
 from .router import ROUTES, route
 
 AT = datetime(2025, 1, 15, 10, 30, tzinfo=UTC)

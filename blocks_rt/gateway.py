@@ -20,12 +20,11 @@ from pydantic import BaseModel, ValidationError
 from . import messages as msg
 from . import oplog
 from .auth import AUTH_FAILED, TokenVerifier, token_from_handshake
+from .broker import Broker
 from .delivery import LocalDelivery
 from .directory import UserDirectory
 from .engine.server import GatewayServer
 from .errors import AuthError, BlocksError, ClientRequestError, ServiceUnavailable
-from .eventlog import EventLog
-from .fanout import RoomHost
 from .metrics import Metrics
 from .presence import NO_ROOMS, ClusterPresence, Presence, SocketInfo
 from .ratelimit import ClientBudget
@@ -76,17 +75,15 @@ class Gateway:
     """Sockets, rooms and client events of one node."""
 
     def __init__(self, settings: Settings, users: UserDirectory, metrics: Metrics, *, sio: GatewayServer,
-                 delivery: LocalDelivery, event_log: EventLog, room_host: RoomHost, presence: Presence,
-                 cluster: ClusterPresence) -> None:
+                 delivery: LocalDelivery, broker: Broker, presence: Presence, cluster: ClusterPresence) -> None:
         """`presence` is this node's sockets, `cluster` counts them over every node (the same, embedded)."""
         self.settings = settings
         self.users = users
-        self.event_log = event_log
+        self.broker = broker
         self.metrics = metrics
         self.verifier = TokenVerifier(settings)
         self.sio = sio
         self.delivery = delivery
-        self.room_host = room_host
         self.presence = presence
         self.cluster = cluster
         self.sessions = oplog.Sessions()
@@ -210,11 +207,11 @@ class Gateway:
 
     async def _join(self, sid: str, room: str) -> None:
         await self.sio.enter_room(sid, room, namespace=NAMESPACE)
-        await self.room_host.join(room)
+        await self.broker.join(room)
 
     async def _leave(self, sid: str, room: str) -> None:
         await self.sio.leave_room(sid, room, namespace=NAMESPACE)
-        await self.room_host.leave(room)
+        await self.broker.leave(room)
 
     async def _on_disconnect(self, sid: str, reason: Any = None) -> None:
         self.sessions.disconnected(sid, reason)
@@ -231,7 +228,7 @@ class Gateway:
         self.cluster.changed(info.user_id, -1)
         for room in info.rooms():
             try:
-                await self.room_host.leave(room)
+                await self.broker.leave(room)
             except Exception:  # an unreachable Redis drops the subscription with the connection anyway
                 log.warning("leaving %s failed", room)
 
@@ -312,11 +309,11 @@ class Gateway:
         if user is None or not may_read(user, room):
             raise ClientRequestError(FORBIDDEN.get(kind, "you may not read this room"), code="forbidden")
         if room in info.subscriptions:
-            offset = await self.event_log.head(room)
+            offset = await self.broker.head(room)
         else:
             info.subscriptions |= {room}
             offset = await self.delivery.join_live(info.sid, room, lambda: self._join(info.sid, room))
-        latest = await self.event_log.latest(room, "property:funding_updated") if kind == "property" else None
+        latest = await self.broker.latest(room, "property:funding_updated") if kind == "property" else None
         funding = latest.payload["property"] if latest else None
         return msg.SubscribeAck(room=room, funding=funding, offset=offset).wire()
 

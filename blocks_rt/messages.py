@@ -6,8 +6,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
+from .broker import ResyncReason
 from .errors import BlocksError, ClientRequestError
-from .eventlog import ResyncReason
 from .events import FundingState, Id, Model, Timestamp, now
 
 StreamName = Annotated[str, StringConstraints(min_length=1, max_length=160)]

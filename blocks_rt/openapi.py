@@ -1,7 +1,7 @@
 """The HTTP side of the gateway as an OpenAPI 3.1 document, generated like the AsyncAPI one (contract.py).
 
 `POST /api/events` takes one `{event, data}` or a list of them: each domain event's `data` schema comes from its
-pydantic model (events.DOMAIN_EVENTS), its example from examples.py, the error codes from publish_api.py. The
+pydantic model (events.DOMAIN_EVENTS), its example from examples.py, the error codes from http_api.py. The
 answers of the four endpoints are described by the small models below; tests/test_openapi.py checks the
 gateway's real answers against them. `blocks-rt spec openapi` prints it; `blocks-rt spec all` writes
 spec/openapi.yaml.
@@ -20,7 +20,7 @@ from . import events as ev
 from . import examples as ex
 from .contract import JsonSchema, _Dumper, _WireSchema
 from .idempotency import KEY_PATTERN
-from .publish_api import IDEMPOTENCY_KEY, PUBLISH_ERRORS
+from .http_api import IDEMPOTENCY_KEY, PUBLISH_ERRORS
 from .router import ROUTES
 from .settings import Settings
 

@@ -30,12 +30,13 @@ import psycopg
 from prometheus_client import Counter, Gauge
 
 from . import oplog
+from .broker import History
 from .bus import DomainEvent, validate
-from .delivery import Dispatcher
+from .dispatcher import Dispatcher
 from .errors import BlocksError, InvalidEvent
-from .eventlog import EventLog
-from .idempotency import IdempotencyConflict, IdempotencyStore, publish_once
+from .idempotency import IdempotencyConflict, IdempotencyStore
 from .metrics import Metrics
+from .publish_once import publish_once
 
 log = logging.getLogger(__name__)
 CHANNEL = "blocks_rt_outbox"
@@ -76,7 +77,7 @@ class OutboxMetrics:
 class OutboxConsumer:
     """Read `blocks_rt_outbox` and publish each committed row once, woken by NOTIFY, polling as the fallback."""
 
-    def __init__(self, dsn: str, dispatcher: Dispatcher, log_: EventLog, idempotency: IdempotencyStore,
+    def __init__(self, dsn: str, dispatcher: Dispatcher, log_: History, idempotency: IdempotencyStore,
                  metrics: Metrics, *,
                  poll_s: float = 1.0, batch: int = 500, retention_s: float = 7 * 24 * 3600) -> None:
         self._dsn = dsn

@@ -1,7 +1,7 @@
 """Who is connected: sockets per user on this node (several devices per user), and across the cluster.
 
 `Presence` is this node's bookkeeping. `ClusterPresence` counts a user's sockets on every node: in the
-embedded mode this node is the cluster (`LocalClusterPresence`); `presence_redis` holds the Redis one.
+embedded mode this node is the cluster (`LocalClusterPresence`); `broker.redis.presence` holds the Redis one.
 """
 
 from __future__ import annotations

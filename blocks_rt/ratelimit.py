@@ -18,12 +18,13 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 
-from .eventlog import LoggedEvent
+from .broker import LoggedEvent
 from .events import STATE_EVENTS
 
 log = logging.getLogger(__name__)
 
-Emit = Callable[[Sequence[LoggedEvent]], Awaitable[None]]
+Flush = Callable[[Sequence[LoggedEvent]], Awaitable[None]]
+"""Where the pacer sends the events whose turn has come (local delivery's emit to the rooms)."""
 Sleep = Callable[[float], Awaitable[None]]
 STRIKES_FORGIVEN_PER_S = 1.0
 
@@ -31,7 +32,7 @@ STRIKES_FORGIVEN_PER_S = 1.0
 class StreamPacer:
     """Spaces each (stream, event type) to one event per `1/rate` seconds; `rate <= 0` sends at once."""
 
-    def __init__(self, rate: float, emit: Emit, *, clock: Callable[[], float] = time.monotonic,
+    def __init__(self, rate: float, emit: Flush, *, clock: Callable[[], float] = time.monotonic,
                  sleep: Sleep = asyncio.sleep) -> None:
         self._interval = 1.0 / rate if rate > 0 else 0.0
         self._emit = emit

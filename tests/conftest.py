@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
+from helpers import RedisUser
 
 from blocks_rt.outbox import init as init_outbox
 from blocks_rt.testing.lab import Lab
@@ -93,26 +94,6 @@ def outbox_dsn(postgres: PrivatePostgres) -> Iterator[str]:
             conn.execute(f"DROP DATABASE {name} WITH (FORCE)".encode())
     except psycopg.OperationalError:
         pass  # the server was stopped by the test; the session fixture removes it all
-
-
-class RedisUser:
-    """A Redis ACL user for a gateway, so a test can take Redis away from it (or one command) and give it back."""
-
-    def __init__(self, redis_url: str) -> None:
-        import redis.asyncio as aioredis
-
-        self.admin = aioredis.from_url(redis_url)
-        self.name, password = f"gw{secrets.token_hex(3)}", secrets.token_hex(8)
-        self.url = redis_url.replace("redis://", f"redis://{self.name}:{password}@")
-        self._password = password
-
-    async def acl(self, *rules: str) -> None:
-        await self.admin.execute_command("ACL", "SETUSER", self.name, *rules)
-
-    async def cut_off(self) -> None:
-        """Redis is gone for this user: refused at login, its connections closed. Redis keeps its data."""
-        await self.acl("off")
-        await self.admin.execute_command("CLIENT", "KILL", "USER", self.name)
 
 
 @pytest.fixture

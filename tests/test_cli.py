@@ -11,12 +11,13 @@ import subprocess
 import time
 from pathlib import Path
 
+import aiohttp
 import pytest
 from cli_kit import CLI, run, serving
 
 from blocks_rt.auth import TokenVerifier
 from blocks_rt.client import BlocksClient
-from blocks_rt.settings import Settings
+from blocks_rt.settings import DATA_DIR, Settings
 from blocks_rt.testing.lab import LAB_SECRET
 
 
@@ -157,3 +158,13 @@ async def test_serve_with_only_the_secret_configured_takes_the_key_from_the_dev_
     printed = output.read_text()
     assert printed.startswith("WARNING: BLOCKS_RT_API_KEY not set: created development values in")
     assert "Token for" not in printed and ".eyJ" not in printed  # nothing signed with the configured secret
+
+
+async def test_serve_loads_no_demo_data(tmp_path: Path) -> None:
+    """The reference services' demo state (wallets, properties) is the lab's and `demo`'s: a served gateway starts
+    and answers with a data directory that holds none of it (only a user directory)."""
+    empty = tmp_path / "no-demo-data"
+    empty.mkdir()
+    async with (serving(tmp_path, DATA_DIR=str(empty), USERS_FILE=str(DATA_DIR / "users.json")) as (url, _),
+                aiohttp.ClientSession() as http, http.get(f"{url}/healthz") as response):
+        assert response.status == 200

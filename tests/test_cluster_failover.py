@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
+from blocks_rt.broker.redis.keys import Keys
 from blocks_rt.client import BlocksClient
-from blocks_rt.keys import Keys
 from blocks_rt.testing.nodes import Node, NodeCluster, RedisClusterProcesses
 
 pytestmark = pytest.mark.timeout(120)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ast
-import asyncio
 import json
 import os
 import shutil
@@ -23,14 +22,15 @@ from blocks_rt import contract
 from blocks_rt import events as ev
 from blocks_rt import examples as ex
 from blocks_rt import messages as msg
+from blocks_rt.broker import Position, stamp
 from blocks_rt.errors import ServiceUnavailable
 from blocks_rt.eventdocs import events_markdown
-from blocks_rt.eventlog import Position, stamp
+from blocks_rt.http_api import PUBLISH_ERRORS
 from blocks_rt.idempotency import IN_FLIGHT, REUSED
-from blocks_rt.publish_api import PUBLISH_ERRORS
 from blocks_rt.router import ROUTES, route
 from blocks_rt.settings import NAMESPACE
 from blocks_rt.testing.lab import Lab
+from blocks_rt.testing.waiting import until
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = ROOT / "spec"
@@ -222,8 +222,8 @@ def test_the_contract_lists_exactly_the_codes_the_code_raises() -> None:
     assert set(get_args(msg.SessionEndReason)) == reasons
 
 
-def test_the_contract_lists_exactly_the_publish_api_codes(asyncapi_doc: dict[str, Any]) -> None:
-    answered = {node.args[1].value for node in _calls("publish_api")
+def test_the_contract_lists_exactly_the_publish_api_s_codes(asyncapi_doc: dict[str, Any]) -> None:
+    answered = {node.args[1].value for node in _calls("http_api")
                 if getattr(node.func, "id", None) in ("_error", "refusal") and isinstance(node.args[1], ast.Constant)}
     validation = _codes("InvalidEvent", "bus")
     idempotency = {IN_FLIGHT, REUSED}
@@ -318,10 +318,7 @@ class Wire:
         return [p for e, p in self.events if e == event]
 
     async def wait(self, condition: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
-        async with asyncio.timeout(timeout):
-            while not condition():
-                await asyncio.sleep(0.02)
-        assert condition(), what
+        await until(condition, timeout, what)
 
     async def call(self, event: str, data: Any) -> Any:
         return await self.sio.call(event, data, namespace=NAMESPACE, timeout=5)

@@ -1,8 +1,8 @@
 """Local delivery (delivery.py) without a server: holds, release, floors, the welcome and joining a room live.
 
 The Socket.IO side is `Rooms`, an `Emitter` that resolves each emit to the sockets that would receive it
-(room members not skipped, or the one socket addressed), the way the client manager does; the log is the
-real memory log.
+(room members not skipped, or the one socket addressed), the way the client manager does; the history is
+the real memory broker's.
 """
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ from typing import Any
 import orjson
 import pytest
 
+from blocks_rt.broker import LoggedEvent, Position
+from blocks_rt.broker.memory import MemoryBroker
 from blocks_rt.delivery import LocalDelivery
 from blocks_rt.engine.manager import Emit
 from blocks_rt.errors import ServiceUnavailable
-from blocks_rt.eventlog import LoggedEvent, MemoryEventLog, Position
 from blocks_rt.metrics import Metrics
 from blocks_rt.router import Delivery
 from blocks_rt.settings import NAMESPACE
@@ -54,20 +55,19 @@ class Rooms:
 class World:
     def __init__(self, members: dict[str, list[str]]) -> None:
         self.rooms = Rooms(members)
-        self.log = MemoryEventLog()
+        self.log = MemoryBroker()
         self.metrics = Metrics()
         self.delivery = LocalDelivery(self.rooms, self.log, self.metrics, rate=0)
+        self.log.deliver_to(self.delivery)
         self.count = 0
 
     async def publish(self, stream: str = AMIRA, times: int = 1) -> list[LoggedEvent]:
-        """`times` events on `stream`, numbered on from the last, logged then delivered (as the dispatcher does)."""
+        """`times` events on `stream`, numbered on from the last, published (logged, then delivered here)."""
         deliveries = []
         for _ in range(times):
             self.count += 1
             deliveries.append(Delivery(stream, "e", orjson.dumps({"n": self.count})))
-        logged = await self.log.append(deliveries)
-        await self.delivery.deliver(logged)
-        return logged
+        return await self.log.publish(deliveries)
 
     def metric(self, name: str, **labels: str) -> float | None:
         return self.metrics.registry.get_sample_value(name, labels)
@@ -113,7 +113,7 @@ async def test_events_that_arrive_during_the_flush_follow_it_in_order(world: Wor
 
 async def test_after_a_release_the_floor_skips_late_events_the_replay_sent_for_that_socket_only(
         world: World) -> None:
-    early = await world.log.append([Delivery(AMIRA, "e", orjson.dumps({"n": 0}))])  # logged, still in the pacer's queue
+    early = world.log.append([Delivery(AMIRA, "e", orjson.dumps({"n": 0}))])  # logged, still in the pacer's queue
     world.delivery.hold(RESUMING, [AMIRA])
     await world.delivery.release(RESUMING, {AMIRA: early[0].position})  # the replay sent it
     await world.delivery.deliver(early)  # the pacer lets it go only now
@@ -176,8 +176,8 @@ async def test_a_stream_that_cannot_be_replayed_is_told_to_resync_and_still_goes
     assert world.metric("blocks_rt_resync_required_total", reason="epoch_changed") == 1
 
 
-class UnreachableLog(MemoryEventLog):
-    """The memory log, with reads failing as a Redis log's do when Redis is down."""
+class UnreachableLog(MemoryBroker):
+    """The memory broker, with reads failing as the Redis one's do when Redis is down."""
 
     async def read_after(self, stream: str, event_id: str) -> list[LoggedEvent]:
         raise ServiceUnavailable("event log unavailable")
@@ -190,8 +190,8 @@ async def test_a_welcome_whose_log_fails_raises_and_leaves_the_socket_unheld() -
     delivery.hold(RESUMING, [AMIRA])
     with pytest.raises(ServiceUnavailable):
         await delivery.welcome(RESUMING, "usr_amira", [AMIRA], {AMIRA: await log.head(AMIRA)}, refused=[])
-    logged = await log.append([Delivery(AMIRA, "e", orjson.dumps({"n": 1}))])
-    await delivery.deliver(logged)
+    log.deliver_to(delivery)
+    await log.publish([Delivery(AMIRA, "e", orjson.dumps({"n": 1}))])
     assert rooms.events(RESUMING) == ["connected", "e"]  # not buffered for a socket that is going away
 
 

@@ -379,7 +379,7 @@ async def test_a_connect_is_answered_in_one_write_ack_then_welcome_then_replay(l
     """The CONNECT ack (python-socketio's), `connected`, the replay and `stream:resumed` (the gateway's
     welcome, another task) leave in one write: the client wakes up and reads once, not once per frame."""
     stream = user_room("usr_amira")
-    offset = await lab.blocks.log.head(stream)
+    offset = await lab.blocks.broker.head(stream)
     status, _ = await lab.publish([envelope("notification.created", user="usr_amira", ident=str(n)) for n in (1, 2)])
     assert status == 202
     raw = await RawSocket.open(lab.url)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,36 +21,10 @@ from blocks_rt.reference.services import Services
 from blocks_rt.rooms import ANNOUNCEMENTS
 from blocks_rt.settings import NAMESPACE
 from blocks_rt.testing.lab import Lab
+from blocks_rt.testing.waiting import fence, is_fence, until
 
 MakeLab = Callable[..., Awaitable[Lab]]
 SESSION_EVENTS = {"connected", "stream:resumed"}
-FENCE = "fence"
-
-
-def not_fence(payload: dict[str, Any]) -> bool:
-    return payload.get("announcement", {}).get("id") != f"ann_{FENCE}"
-
-
-async def fence(lab: Lab, clients: list[BlocksClient]) -> None:
-    """Publish an announcement after everything else and wait until every client has it.
-
-    With pacing off, the server emits in publish order over each client's one ordered connection, so
-    once a client has the fence it has everything published before it: what it lacks, it never gets.
-    """
-    status, _ = await lab.publish(envelope("announcement.published", ident=FENCE))
-    assert status == 202
-    for client in clients:
-        await client.wait_for("announcement:new", lambda p: not not_fence(p))
-
-
-async def eventually(check: Callable[[], Awaitable[bool]]) -> None:
-    """Wait (5 s at most) until server-side bookkeeping catches up with what the client did."""
-    deadline = time.monotonic() + 5
-    while not await check():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.02)
-
-
 def rooms_of(lab: Lab, user_id: str) -> set[str]:
     [sid] = lab.blocks.gateway.presence.sockets_of(user_id)
     return set(lab.blocks.gateway.sio.rooms(sid, namespace=NAMESPACE)) - {sid}
@@ -120,14 +93,14 @@ async def assert_reaches_only(lab: Lab, case: Audience, trigger: Callable[[], Aw
     await trigger()
     await fence(lab, list(clients.values()))
     for user in case.receivers:
-        got = [r for r in clients[user].events(case.wire) if not_fence(r.payload)]
+        got = [r for r in clients[user].events(case.wire) if not is_fence(r.payload)]
         assert len(got) == 1, f"{user} got {len(got)} {case.wire}"
         model = WIRE_EVENTS[case.wire].model_validate(got[0].payload)
         assert got[0].stream == case.stream.format(user=user)
         assert getattr(model, "user_id", user) == user
         assert got[0].event_id
     for user in case.bystanders:
-        assert [r for r in clients[user].events(case.wire) if not_fence(r.payload)] == []
+        assert [r for r in clients[user].events(case.wire) if not is_fence(r.payload)] == []
     # And nobody, receiver or not, ever gets an event of a stream that is not theirs.
     watched = {(user, f"{event.split(':')[1]}:{next(iter(data.values()))}")
                for user, event, data in case.watch}
@@ -253,13 +226,12 @@ async def test_subscribing_twice_joins_once_and_unsubscribing_twice_leaves_once(
     client = await lab.client(user_id)
     first = await client.request(f"subscribe:{kind}", request_)
     again = await client.request(f"subscribe:{kind}", request_)
-    head = await lab.blocks.log.head(room)
+    head = await lab.blocks.broker.head(room)
     assert first == again == {"success": True, "room": room, "offset": head}  # no funding logged yet
     assert rooms_of(lab, user_id) == {f"user:{user_id}", "announcements", room}
     for _ in range(2):
         assert await client.request(f"unsubscribe:{kind}", request_) == {"success": True, "room": room}
     assert rooms_of(lab, user_id) == {f"user:{user_id}", "announcements"}
-    assert lab.blocks.gateway.room_host is lab.blocks.fanout  # one object: the fan-out hosts the rooms
 
 
 CRAFTED: dict[str, Any] = {
@@ -361,14 +333,14 @@ async def test_every_socket_of_a_user_receives_and_disconnects_are_counted(lab: 
         assert got.payload["change"]["amount"] == 5
 
     await phone.disconnect()
-    await eventually(lambda: _count_is(lab, "usr_amira", 1))
+    await until(lambda: _count_is(lab, "usr_amira", 1))
     assert await gateway.is_user_connected("usr_amira")
     await lab.services.notify("usr_amira", "system", "Only the tablet", "is still connected")
     await tablet.wait_for("notification:new")
     assert phone.events("notification:new") == []
 
     await tablet.disconnect()
-    await eventually(lambda: _count_is(lab, "usr_amira", 0))
+    await until(lambda: _count_is(lab, "usr_amira", 0))
     assert not await gateway.is_user_connected("usr_amira")
     assert lab.blocks.gateway.presence.socket_count == 0
 
@@ -403,9 +375,7 @@ async def test_a_socket_leaves_no_hold_or_floor_behind_once_it_left_a_room_or_di
     assert "property:prop_palm" not in streams_of(sid) and "property:prop_marina" in streams_of(sid)
     others = {s: streams_of(s) for s in gateway.presence.sids() if s != sid}
     await leaves.disconnect()
-    async with asyncio.timeout(5):
-        while sid in gateway.presence.sids():
-            await asyncio.sleep(0.01)
+    await until(lambda: sid not in gateway.presence.sids(), what="the disconnect handled")
     assert streams_of(sid) == set()
     assert {s: streams_of(s) for s in others} == others and all(others.values())
     await stays.disconnect()
@@ -439,8 +409,6 @@ async def test_the_room_index_follows_joins_and_leaves_and_forgets_a_disconnecte
     await client.unsubscribe_property("prop_palm")
     assert manager.get_rooms(sid, NAMESPACE) == ["user:usr_amira", ANNOUNCEMENTS, "property:prop_marina"]
     await client.disconnect()
-    async with asyncio.timeout(5):
-        while sid in lab.blocks.gateway.presence.sids():
-            await asyncio.sleep(0.01)
+    await until(lambda: sid not in lab.blocks.gateway.presence.sids(), what="the disconnect handled")
     assert manager.get_rooms(sid, NAMESPACE) == [] and sid not in manager._rooms_of[NAMESPACE]
     assert all(sid not in members for members in manager.rooms.get(NAMESPACE, {}).values())

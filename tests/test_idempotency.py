@@ -1,4 +1,4 @@
-"""Idempotency keys (idempotency.py, idempotency_redis.py): one publish per key, on one node or many."""
+"""Idempotency keys (idempotency.py, publish_once.py, broker/redis/idempotency.py): one publish per key, on one node or many."""
 
 from __future__ import annotations
 
@@ -6,12 +6,17 @@ import asyncio
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 
 import aiohttp
 import pytest
 import redis.asyncio as aioredis
+from helpers import RedisUser
 from samples import envelope
 
+from blocks_rt.broker.redis.client import RedisShards
+from blocks_rt.broker.redis.idempotency import RedisIdempotencyStore
+from blocks_rt.broker.redis.keys import Keys
 from blocks_rt.bus import validate
 from blocks_rt.idempotency import (
     Answer,
@@ -21,10 +26,9 @@ from blocks_rt.idempotency import (
     MemoryIdempotencyStore,
     fingerprint,
 )
-from blocks_rt.idempotency_redis import RedisIdempotencyStore
 from blocks_rt.router import route
 from blocks_rt.testing.lab import LAB_API_KEY, Lab
-from conftest import RedisUser
+from blocks_rt.testing.waiting import fence as fence_all
 
 MakeLab = Callable[..., Awaitable[Lab]]
 LEASE_S = 0.3
@@ -45,9 +49,14 @@ def received(lab: Lab, name: str, event: str) -> list[str]:
 
 async def fence(lab: Lab, name: str = "usr_amira") -> None:
     """A marker after the request under test: once it arrives, anything the request sent has arrived too."""
-    before = len(lab.clients[name].events("notification:new"))
-    assert (await post(lab, envelope("notification.created", ident=secrets.token_hex(3)), None))[0] == 202
-    await lab.wait_for({name: {"notification:new": before + 1}})
+    await fence_all(lab, [lab.clients[name]])
+
+
+@asynccontextmanager
+async def redis_store(url: str, prefix: str, **options: float) -> AsyncIterator[RedisIdempotencyStore]:
+    """A node's store on its own connections to Redis (a gateway's store shares its broker's)."""
+    async with RedisShards(url) as shards, RedisIdempotencyStore(shards, Keys(prefix), **options) as store:
+        yield store
 
 
 # --- the stores ----------------------------------------------------------------------------------------
@@ -72,7 +81,7 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Idempoten
             yield memory, advance
     else:
         url = request.getfixturevalue("redis_url")
-        async with RedisIdempotencyStore(url, f"t-{secrets.token_hex(3)}", ttl_s=60, lease_s=LEASE_S) as remote:
+        async with redis_store(url, f"t-{secrets.token_hex(3)}", ttl_s=60, lease_s=LEASE_S) as remote:
             yield remote, lambda: asyncio.sleep(LEASE_S + 0.05)
 
 
@@ -143,7 +152,7 @@ async def test_a_key_released_by_an_attempt_that_failed_inside_its_append_is_kep
 
 async def test_redis_records_live_under_the_prefix_with_the_ttl(redis_url: str) -> None:
     prefix = f"t-{secrets.token_hex(3)}"
-    async with RedisIdempotencyStore(redis_url, prefix, ttl_s=120, lease_s=5) as s:
+    async with redis_store(redis_url, prefix, ttl_s=120, lease_s=5) as s:
         claim = await s.claim("order-1", "fp")
         assert isinstance(claim, Claimed)
         await s.answer("order-1", claim.token, Answer(202, {"accepted": 0}))
@@ -242,7 +251,7 @@ async def test_a_retry_on_another_node_is_recognised(make_lab: MakeLab, redis_ur
 
 async def claimed_by_a_node_that_dies(redis_url: str, prefix: str, key: str, body: object) -> None:
     """A node claims `key` for `body` and is gone mid-request: its claim stays, under its lease."""
-    async with RedisIdempotencyStore(redis_url, prefix, lease_s=LEASE_S) as node:
+    async with redis_store(redis_url, prefix, lease_s=LEASE_S) as node:
         assert isinstance(await node.claim(key, fingerprint(body)), Claimed)
 
 
@@ -271,7 +280,7 @@ async def test_an_attempt_that_died_after_its_log_append_is_found_in_the_log(mak
     body = [envelope("wallet.balance_updated"), envelope("investment.created")]
     await claimed_by_a_node_that_dies(redis_url, prefix, "k-append", body)
     events = [validate(item["event"], item["data"]) for item in body]
-    logged = await lab.blocks.log.append([d for e in events for d in route(e.name, e.data)])  # the node's append
+    logged = await lab.blocks.broker.append([d for e in events for d in route(e.name, e.data)])  # the node's append
     # ... and it died here: no record of the append, no fan-out
     await asyncio.sleep(LEASE_S + 0.05)  # the lease is Redis's clock
     status, answer = await post(lab, body, "k-append")
@@ -283,7 +292,7 @@ async def test_an_attempt_that_died_after_its_log_append_is_found_in_the_log(mak
     assert received(lab, "usr_amira", "investment:created") == [logged[1].event_id]
     assert received(lab, "usr_amira", "property:funding_updated") == [logged[2].event_id]
     for item in logged:
-        assert [e.event_id for e in await lab.blocks.log.read_since(item.stream, 0) if e.event == item.event] == \
+        assert [e.event_id for e in await lab.blocks.broker.read_since(item.stream, 0) if e.event == item.event] == \
             [item.event_id]
 
 
@@ -303,8 +312,8 @@ async def test_log_append_done_fanout_failed_then_a_retry_delivers_once(make_lab
     event_id = answer["events"][0]["eventIds"]["user:usr_amira"]  # type: ignore[index]
     await fence(lab)
     assert received(lab, "usr_amira", "wallet:balance_updated") == [event_id]
-    epoch = (await lab.blocks.log.head("user:usr_amira")).split(":")[0]
-    in_log = [e.event_id for e in await lab.blocks.log.read_after("user:usr_amira", f"{epoch}:0-0")
+    epoch = (await lab.blocks.broker.head("user:usr_amira")).split(":")[0]
+    in_log = [e.event_id for e in await lab.blocks.broker.read_after("user:usr_amira", f"{epoch}:0-0")
               if e.event == "wallet:balance_updated"]
     assert in_log == [event_id]
     assert await post(lab, body, "k-motivating") == (status, answer)

@@ -55,12 +55,12 @@ def test_the_redis_mode_runs_without_hiredis(redis_url: str) -> None:
                     raise ModuleNotFoundError("No module named 'hiredis'", name="hiredis")
 
         sys.meta_path.insert(0, NoHiredis())
-        from blocks_rt import eventlog_redis
+        from blocks_rt.broker.redis import history
         from blocks_rt.router import Delivery
-        assert eventlog_redis.hiredis_pack is None
+        assert history.hiredis_pack is None
 
         async def main():
-            async with eventlog_redis.RedisEventLog({redis_url!r}, "no-hiredis-" + str(id(main))) as log:
+            async with history.RedisHistory({redis_url!r}, "no-hiredis-" + str(id(main))) as log:
                 start = await log.head("user:u1")
                 logged = await log.append([Delivery("user:u1", "e", b'{{"n":1}}'), Delivery("user:u1", "e", b'{{"n":2}}')])
                 again = await log.read_after("user:u1", start)

@@ -7,7 +7,6 @@ import asyncio
 import os
 import re
 import shutil
-import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, ExitStack
 from typing import Any
@@ -15,10 +14,11 @@ from typing import Any
 import pytest
 from samples import accepted
 
+from blocks_rt.broker.redis.client import RedisShards
+from blocks_rt.broker.redis.keys import Keys
 from blocks_rt.client import BlocksClient
-from blocks_rt.keys import Keys
-from blocks_rt.redis_client import RedisShards
 from blocks_rt.testing.nodes import Node, NodeCluster, RedisClusterProcesses, free_port, private_redis
+from blocks_rt.testing.waiting import until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -109,15 +109,12 @@ async def test_user_presence_is_cluster_wide(cluster3: NodeCluster) -> None:
         assert status == 200
         return int(re.search(r'"sockets": ?(\d+)', text).group(1))  # type: ignore[union-attr]
 
-    deadline = time.monotonic() + 10
-    while await count() != 2 and time.monotonic() < deadline:
-        await asyncio.sleep(0.1)
-    assert await count() == 2
+    async def counted(sockets: int) -> bool:
+        return await count() == sockets
+
+    await until(lambda: counted(2), 10, "2 sockets counted")
     await clients[0].disconnect()
-    deadline = time.monotonic() + 10
-    while await count() != 1 and time.monotonic() < deadline:
-        await asyncio.sleep(0.1)
-    assert await count() == 1
+    await until(lambda: counted(1), 10, "1 socket counted")
     assert (await c.get("/api/presence/usr_chloe"))[0] == 401
     await clients[1].disconnect()
 
@@ -218,10 +215,10 @@ async def test_sigterm_drains_and_clients_move_to_another_node(cluster3: NodeClu
 
 
 async def wait_health(node: Node, status: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while (await node.get("/healthz"))[0] != status and time.monotonic() < deadline:
-        await asyncio.sleep(0.2)
-    assert (await node.get("/healthz"))[0] == status
+    async def says() -> bool:
+        return (await node.get("/healthz"))[0] == status
+
+    await until(says, timeout, f"/healthz answering {status}")
 
 
 async def refused_while_down(node: Node) -> None:

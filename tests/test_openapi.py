@@ -17,7 +17,7 @@ from samples import sample
 
 from blocks_rt import events as ev
 from blocks_rt.openapi import openapi
-from blocks_rt.publish_api import IDEMPOTENCY_KEY, PUBLISH_ERRORS
+from blocks_rt.http_api import IDEMPOTENCY_KEY, PUBLISH_ERRORS
 from blocks_rt.testing.lab import Lab
 
 DOCUMENT = Path(__file__).resolve().parent.parent / "spec" / "openapi.yaml"

@@ -106,8 +106,8 @@ def record(msg: str, **fields: object) -> logging.LogRecord:
 def test_text_lines_are_key_value_pairs_with_spaces_quoted_and_other_records_keep_their_logger() -> None:
     line = TextFormatter().format(record("disconnect", sid="s1", reason="transport close", code=None, modes=["a", "b"]))
     assert line.split(" ", 2)[1:] == ["INFO", 'disconnect sid=s1 reason="transport close" modes=a,b']
-    foreign = logging.LogRecord("blocks_rt.fanout_redis", logging.WARNING, __file__, 1, "lost %s", ("shard",), None)
-    assert TextFormatter().format(foreign).split(" ", 1)[1] == "WARNING blocks_rt.fanout_redis: lost shard"
+    foreign = logging.LogRecord("blocks_rt.broker.redis.broker", logging.WARNING, __file__, 1, "lost %s", ("shard",), None)
+    assert TextFormatter().format(foreign).split(" ", 1)[1] == "WARNING blocks_rt.broker.redis.broker: lost shard"
     assert json.loads(JsonFormatter().format(foreign)) | {"ts": "t", "node": "n"} == {
-        "ts": "t", "level": "warning", "event": "log", "node": "n", "logger": "blocks_rt.fanout_redis",
+        "ts": "t", "level": "warning", "event": "log", "node": "n", "logger": "blocks_rt.broker.redis.broker",
         "message": "lost shard"}

@@ -11,13 +11,13 @@ import json
 import secrets
 import subprocess
 import sys
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import aiohttp
 import psycopg
 import pytest
+from helpers import RedisUser
 from psycopg.types.json import Jsonb
 from samples import sample
 
@@ -25,10 +25,11 @@ from blocks_rt.client import BlocksClient
 from blocks_rt.testing.lab import Lab
 from blocks_rt.testing.nodes import NodeCluster
 from blocks_rt.testing.postgres import PrivatePostgres
-from conftest import RedisUser
+from blocks_rt.testing.waiting import until
 
 MakeLab = Callable[..., Awaitable[Lab]]
 INSERT = "INSERT INTO blocks_rt_outbox (event, data) VALUES (%s, %s)"
+FENCE = "fence-"
 pytestmark = pytest.mark.timeout(120)
 
 
@@ -44,8 +45,9 @@ async def commit(dsn: str, rows: Sequence[tuple[str, Any]]) -> None:
 
 
 def notes(client: BlocksClient) -> list[str]:
-    """The notification ids a client received, in order."""
-    return [r.payload["notification"]["id"] for r in client.events("notification:new")]
+    """The notification ids a client received, in order (fence markers aside)."""
+    ids = [r.payload["notification"]["id"] for r in client.events("notification:new")]
+    return [i for i in ids if not i.startswith(f"ntf_{FENCE}")]
 
 
 def assert_once(client: BlocksClient, expected: Sequence[str]) -> None:
@@ -70,12 +72,18 @@ async def outbox_state(url: str) -> str:
     return str(json.loads(text).get("outbox"))
 
 
-async def until(condition: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met")
-        await asyncio.sleep(0.05)
+async def outbox_fence(dsn: str, *clients: BlocksClient) -> None:
+    """A marker row per client, committed after the rows under test: once each arrives, the consumer has handled
+    every row committed before it (one reader, in commit order), so a duplicate or a row that must not arrive
+    would have arrived by now. `notes` leaves the markers out."""
+    markers = {client: f"{FENCE}{secrets.token_hex(3)}" for client in clients}
+    await commit(dsn, [note(marker, user=client.user_id or "") for client, marker in markers.items()])
+    for client, marker in markers.items():
+        await client.wait_for("notification:new", timeout=30, predicate=has_id(f"ntf_{marker}"))
+
+
+def has_id(notification_id: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda payload: bool(payload["notification"]["id"] == notification_id)
 
 
 # --- the table ---------------------------------------------------------------------------------------------
@@ -118,12 +126,12 @@ async def test_committed_rows_reach_their_rooms_once_and_rolled_back_rows_never(
     await commit(outbox_dsn, [note("3")])
     await lab.wait_for({"usr_amira": {"notification:new": 2, "investment:created": 1,
                                       "property:funding_updated": 1}, "usr_ben": {"notification:new": 1}})
-    await lab.settle(0.2)
+    await outbox_fence(outbox_dsn, amira, ben)
     assert notes(amira) == ["ntf_1", "ntf_3"]
     assert_once(ben, ["2"])
     assert len(amira.events("investment:created")) == 1 and len(amira.events("property:funding_updated")) == 1
     done = await table(outbox_dsn, "SELECT count(*) FROM blocks_rt_outbox WHERE processed_at IS NOT NULL")
-    assert done == [(4,)]
+    assert done == [(4 + 2,)]  # and the two fence rows
 
 
 async def test_a_row_that_commits_late_is_delivered_after_the_later_id(make_lab: MakeLab, outbox_dsn: str) -> None:
@@ -238,7 +246,7 @@ async def test_a_leader_sigkilled_mid_batch_loses_and_repeats_nothing(outbox_dsn
             leader.kill()  # mid-stream: batches of 25, hundreds still waiting
             killed_at = len(client.events("notification:new"))
             await client.wait_for("notification:new", count=total, timeout=40)
-            await asyncio.sleep(0.3)  # a duplicate would come right behind the last row
+            await outbox_fence(outbox_dsn, client)  # a duplicate would come before it
             assert killed_at < total
             assert_once(client, [str(n) for n in range(total)])
             left = await table(outbox_dsn, "SELECT count(*) FROM blocks_rt_outbox WHERE processed_at IS NULL")
@@ -272,7 +280,7 @@ async def test_a_postgres_restart_is_ridden_out_and_healthz_says_so(make_lab: Ma
         await commit(pg.dsn, [note("after")])
         await amira.wait_for("notification:new", count=2, timeout=20)
         assert await outbox_state(lab.url) == "leading"
-        await lab.settle(0.3)
+        await outbox_fence(pg.dsn, amira)
         assert_once(amira, ["before", "after"])
 
 
@@ -280,19 +288,25 @@ async def _said(lab: Lab, state: str) -> bool:
     return await outbox_state(lab.url) == state
 
 
-async def test_rows_wait_while_redis_is_down_then_arrive_once(make_lab: MakeLab, outbox_dsn: str,
-                                                               redis_user: RedisUser) -> None:
+async def test_rows_wait_while_redis_is_down_then_arrive_once(redis_user: RedisUser, make_lab: MakeLab,
+                                                               outbox_dsn: str) -> None:
+    # redis_user first: set up first, torn down last, so the gateway stops before its Redis user is deleted
     lab = await make_lab(event_rate=0, outbox_dsn=outbox_dsn, outbox_poll_s=0.2, redis_url=redis_user.url,
                          redis_prefix=f"t-{secrets.token_hex(3)}")
     amira = await lab.client("usr_amira")
     await commit(outbox_dsn, [note("before")])
     await amira.wait_for("notification:new")
+    await until(lambda: _taken_not_processed(outbox_dsn, 0))  # its batch done: the consumer is idle
     await redis_user.cut_off()
     await commit(outbox_dsn, [note(f"during-{n}") for n in range(5)])
-    await asyncio.sleep(0.5)  # the consumer tries, fails, keeps the rows
-    waiting = await table(outbox_dsn, "SELECT count(*) FROM blocks_rt_outbox WHERE processed_at IS NULL")
-    assert waiting == [(5,)]
+    # The consumer takes the rows (marks them as its batch) and cannot publish them: it keeps them.
+    await until(lambda: _taken_not_processed(outbox_dsn, 5))
     await redis_user.acl("on")
     await amira.wait_for("notification:new", count=6, timeout=30)
-    await lab.settle(0.3)
+    await outbox_fence(outbox_dsn, amira)
     assert_once(amira, ["before", *(f"during-{n}" for n in range(5))])
+
+
+async def _taken_not_processed(dsn: str, count: int) -> bool:
+    found = await table(dsn, "SELECT count(*) FROM blocks_rt_outbox WHERE batch IS NOT NULL AND processed_at IS NULL")
+    return found == [(count,)]

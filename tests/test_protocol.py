@@ -17,6 +17,7 @@ import pytest
 from blocks_rt.engine.sockets import LeanSocket
 from blocks_rt.settings import NAMESPACE
 from blocks_rt.testing.lab import Lab
+from blocks_rt.testing.waiting import until
 
 MakeLab = Callable[..., Awaitable[Lab]]
 
@@ -42,12 +43,6 @@ async def handshake(http: aiohttp.ClientSession, lab: Lab) -> dict[str, Any]:
 def engine_socket(lab: Lab, sid: str) -> LeanSocket | None:
     socket: LeanSocket | None = lab.blocks.gateway.sio.eio.sockets.get(sid)
     return socket
-
-
-async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.01)
 
 
 async def connect_namespace(http: aiohttp.ClientSession, lab: Lab, sid: str, user: str) -> None:

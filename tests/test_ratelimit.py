@@ -8,8 +8,8 @@ from typing import Any
 
 import orjson
 
+from blocks_rt.broker import LoggedEvent, Position
 from blocks_rt.client import ClientError
-from blocks_rt.eventlog import LoggedEvent, Position
 from blocks_rt.ratelimit import ClientBudget, StreamPacer
 from blocks_rt.testing.lab import Lab
 
@@ -158,14 +158,14 @@ def transaction_event(n: int) -> dict[str, Any]:
 async def test_200_balance_updates_at_once_reach_the_client_as_the_first_and_the_last(make_lab: MakeLab) -> None:
     lab = await make_lab()  # the default: 10 events per second per stream and type
     amira = await lab.client("usr_amira")
-    start = await lab.blocks.log.head("user:usr_amira")
+    start = await lab.blocks.broker.head("user:usr_amira")
     # One batch: the first balance finds its window open; the 199 behind it wait for the next window, each
     # replacing the one before, so what leaves then is the 200th. No clock decides any of it.
     await lab.blocks.bus.publish_many([("wallet.balance_updated", balance_event(n)) for n in range(1, 201)])
     await amira.wait_for(BALANCE, lambda p: p["balance"]["usdc"] == 200, timeout=5)
     assert [r.payload["balance"]["usdc"] for r in amira.events(BALANCE)] == [1, 200]
     assert lab.blocks.gateway.delivery.pacer.backlog == 0  # the 200th was the last: nothing else can follow
-    assert len(await lab.blocks.log.read_after("user:usr_amira", start)) == 200  # coalesced, yet all logged
+    assert len(await lab.blocks.broker.read_after("user:usr_amira", start)) == 200  # coalesced, yet all logged
     metrics = lab.blocks.metrics.exposition().decode()
     assert "blocks_rt_events_coalesced_total 198.0" in metrics.splitlines()  # operators see the coalescing
 

@@ -11,8 +11,8 @@ from decimal import Decimal
 
 import aiohttp
 
+from blocks_rt.broker import parse_event_id
 from blocks_rt.client import BlocksClient, Received
-from blocks_rt.eventlog import parse_event_id
 from blocks_rt.router import route
 from blocks_rt.testing.lab import Lab
 
@@ -32,7 +32,7 @@ def delivered(received: Iterable[Received]) -> dict[str, list[str]]:
 
 async def logged_after(lab: Lab, offsets: dict[str, str]) -> dict[str, list[str]]:
     """What the log holds after each offset (streams with nothing new left out)."""
-    logged = {s: [i.event_id for i in await lab.blocks.log.read_after(s, o)] for s, o in offsets.items()}
+    logged = {s: [i.event_id for i in await lab.blocks.broker.read_after(s, o)] for s, o in offsets.items()}
     return {s: ids for s, ids in logged.items() if ids}
 
 
@@ -45,7 +45,7 @@ async def replayed(lab: Lab) -> float:
 
 
 async def heads(lab: Lab, streams: Iterable[str]) -> dict[str, str]:
-    return {s: await lab.blocks.log.head(s) for s in streams}
+    return {s: await lab.blocks.broker.head(s) for s in streams}
 
 
 def assert_in_order(client: BlocksClient) -> None:
@@ -198,18 +198,18 @@ async def test_offsets_older_than_retention_ask_for_a_resync(make_lab: MakeLab) 
     [resync] = again.events("stream:resync_required")
     assert resync.payload == {"stream": AMIRA, "reason": "retention_exceeded"}
     assert delivered(again.received) == {}
-    assert again.offsets[AMIRA] == await lab.blocks.log.head(AMIRA)
+    assert again.offsets[AMIRA] == await lab.blocks.broker.head(AMIRA)
     await lab.services.deposit("usr_amira", 1)
     [live] = await again.wait_for("wallet:balance_updated")
-    assert live.event_id == await lab.blocks.log.head(AMIRA)
+    assert live.event_id == await lab.blocks.broker.head(AMIRA)
 
 
 async def test_a_client_cannot_resume_a_stream_it_may_not_read(make_lab: MakeLab) -> None:
     lab = await make_lab(event_rate=0)
-    ben_start = await lab.blocks.log.head(BEN)
+    ben_start = await lab.blocks.broker.head(BEN)
     await lab.services.deposit("usr_ben", 10)
     offsets = {BEN: ben_start, "organization:org_marina": ben_start, "nonsense": ben_start,
-               AMIRA: await lab.blocks.log.head(AMIRA)}
+               AMIRA: await lab.blocks.broker.head(AMIRA)}
     amira = await lab.client("usr_amira", offsets=offsets)
     [resumed] = amira.events("stream:resumed")
     assert resumed.payload["refused"] == sorted([BEN, "organization:org_marina", "nonsense"])
@@ -226,7 +226,7 @@ async def test_a_subscribe_ack_gives_the_funding_state_and_an_offset_to_resume_f
     await lab.services.invest("usr_ben", "prop_marina", 10)
     amira = await lab.client("usr_amira")
     ack = await amira.subscribe_property("prop_marina")
-    latest = await lab.blocks.log.latest(MARINA, "property:funding_updated")
+    latest = await lab.blocks.broker.latest(MARINA, "property:funding_updated")
     assert latest is not None and ack["funding"] == latest.payload["property"]
     assert ack["funding"]["availableTokens"] == 6190 and ack["funding"]["id"] == "prop_marina"
     assert ack["offset"] == latest.event_id == amira.offsets[MARINA]

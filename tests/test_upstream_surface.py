@@ -1,6 +1,7 @@
-"""What blocks-rt relies on beneath python-socketio, python-engineio and aiohttp, checked in one place.
+"""What blocks-rt relies on beneath python-socketio, python-engineio, aiohttp and redis-py, checked in one place.
 
-`blocks_rt/engine/` reaches under those libraries where they have no public seam. Each such name is
+`blocks_rt/engine/` reaches under the first three where they have no public seam, and `blocks_rt/broker/redis/`
+under redis-py where its public API costs too much on the hot path (`REDIS_SURFACE`). Each such name is
 listed here with why it is used; an upgrade that removes one, changes its signature, or (for upstream
 code that was copied or replaced wholesale, and for behaviour the engine's overrides assume) changes its
 source, fails with one list of what to re-read. To upgrade: bump the pins in pyproject.toml, run this
@@ -161,6 +162,44 @@ SURFACE = [
 ]
 
 
+# redis-py (blocks_rt/broker/redis/): names outside its documented API, each allowed here with why. The scan in
+# test_nothing_outside_the_allow_list_reaches_under_redis_py finds any other.
+REDIS_SURFACE = [
+    Upstream("redis.asyncio.connection:ConnectionPool.get_connection", "history._round_trip takes a connection to "
+             "send a shard's scripts packed by hiredis in one write (redis-py's pipeline builds each in Python)",
+             "(self, command_name=None, *keys, **options)"),
+    Upstream("redis.asyncio.connection:ConnectionPool.release", "history._round_trip gives the connection back",
+             "(self, connection: redis.asyncio.connection.AbstractConnection)"),
+    Upstream("redis.asyncio.connection:AbstractConnection.send_packed_command", "history._round_trip's one write",
+             "(self, command: Union[bytes, str, Iterable[bytes]], check_health: bool = True) -> None"),
+    Upstream("redis.asyncio.connection:AbstractConnection.read_response", "history._round_trip reads each reply "
+             "(one deadline for all); broker._arrived reads an already arrived pub/sub message off the connection",
+             "(self, disable_decoding: bool = False, timeout: float | None = None, *, disconnect_on_error: bool = "
+             "True, push_request: bool | None = False)"),
+    Upstream("redis.asyncio.connection:AbstractConnection.disconnect", "history._round_trip drops a connection "
+             "with replies left unread", "(self, nowait: bool = False, error: Optional[Exception] = None, "
+             "failure_count: Optional[int] = None, health_check_failed: bool = False) -> None"),
+    Upstream("redis.asyncio.connection:AbstractConnection.can_read", "broker._arrived: is another message already "
+             "there (taken with the batch)", "(self) -> bool"),
+    Upstream("redis.asyncio.client:PubSub.handle_message", "broker._arrived turns a raw reply into a message, as "
+             "get_message does (whose retry wrapper and hooks cost more than the read)",
+             "(self, response, ignore_subscribe_messages=False)"),
+    Upstream("redis.asyncio.cluster:NodesManager.initialize", "client.RedisShards.refresh_soon learns the slot "
+             "map again in the background", "(self, additional_startup_nodes_info: Optional[List[Tuple[str, int]]] "
+             "= None, last_failed_node_name: Optional[str] = None) -> None"),
+]
+# Instance attributes (set in __init__, so not on the class): found on live objects by the scan's vocabulary.
+REDIS_ATTRIBUTES = {
+    "connection": "PubSub.connection: the subscriber's one connection (broker._arrived reads it)",
+    "nodes_manager": "RedisCluster.nodes_manager: its slot map (client.RedisShards)",
+    "slots_cache": "NodesManager.slots_cache: slot -> [master, replicas...] (client.RedisShards.replicas_of)",
+}
+# redis-py's documented API that blocks_rt uses beyond the commands (every command method is public).
+REDIS_PUBLIC = {"from_url", "pipeline", "execute", "pubsub", "get_message", "ssubscribe", "sunsubscribe", "aclose",
+                "register_script", "initialize", "get_node_from_key", "get_primaries", "keyslot", "name",
+                "connection_pool", "execute_command", "info"}
+
+
 def source_hash(obj: object) -> str:
     return hashlib.sha256(inspect.getsource(obj).encode()).hexdigest()[:16]  # type: ignore[arg-type]
 
@@ -170,12 +209,16 @@ def test_the_installed_versions_are_the_pinned_ones() -> None:
     pins = dict(re.fullmatch(r"([\w-]+)(?:\[[\w,]+\])?==([\w.]+)", d).groups() for d in dependencies  # type: ignore[union-attr]
                 if "==" in d)
     assert set(pins) >= {"python-socketio", "python-engineio", "aiohttp", "bidict"}
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    [redis_pin] = [d for d in extras["redis"] if d.startswith("redis")]  # its internals are used too (REDIS_SURFACE)
+    assert redis_pin == f"redis=={version('redis')}", "redis-py is pinned exactly, and installed as pinned"
     assert {name: version(name) for name in pins} == pins
 
 
-def test_every_upstream_name_the_engine_relies_on_is_as_it_was() -> None:
+def changes(surface: list[Upstream], under: str) -> list[str]:
+    """What no longer is as `surface` says: gone, another signature, or (for copied code) another source."""
     changed = []
-    for entry in SURFACE:
+    for entry in surface:
         try:
             obj = entry.resolve()
         except AttributeError:
@@ -184,8 +227,13 @@ def test_every_upstream_name_the_engine_relies_on_is_as_it_was() -> None:
         if entry.signature is not None and str(inspect.signature(obj)) != entry.signature:  # type: ignore[arg-type]
             changed.append(f"{entry.path}: signature {inspect.signature(obj)} != {entry.signature}")  # type: ignore[arg-type]
         if entry.source_sha256 is not None and source_hash(obj) != entry.source_sha256:
-            changed.append(f"{entry.path}: source changed ({source_hash(obj)}); re-read it against blocks_rt/engine "
+            changed.append(f"{entry.path}: source changed ({source_hash(obj)}); re-read it against {under} "
                            f"({entry.why})")
+    return changed
+
+
+def test_every_upstream_name_the_engine_relies_on_is_as_it_was() -> None:
+    changed = changes(SURFACE, "blocks_rt/engine")
     assert changed == [], "upstream changed under blocks_rt/engine:\n" + "\n".join(changed)
 
 
@@ -220,6 +268,7 @@ async def test_the_private_state_the_engine_reads_is_there(lab: Lab) -> None:
 
 def test_the_upstream_names_the_admin_relies_on_are_there() -> None:
     """python-socketio's instrumentation as GatewayAdmin uses it: an upgrade that renames any of it fails here."""
+    assert callable(engineio.AsyncServer._get_socket)  # the admin reads a socket's upgrade state through it
     for name in ("instrument", "admin_connect", "serialize_socket", "shutdown", "_trigger_event", "_emit",
                  "_basic_enter_room", "_basic_leave_room", "_check_for_upgrade", "_emit_server_stats"):
         assert callable(getattr(InstrumentedAsyncServer, name)), name
@@ -253,3 +302,61 @@ def test_nothing_outside_the_engine_touches_an_upstream_private_name() -> None:
                     and (path.name, node.attr) not in allowed):
                 found.append(f"{path.relative_to(ROOT)}:{node.lineno} .{node.attr}")
     assert found == []
+
+
+def test_the_redis_names_the_broker_relies_on_are_as_they_were() -> None:
+    changed = changes(REDIS_SURFACE, "blocks_rt/broker/redis")
+    assert changed == [], "redis-py changed under blocks_rt/broker/redis:\n" + "\n".join(changed)
+
+
+async def _redis_vocabulary() -> set[str]:
+    """Every attribute name of the redis-py objects the broker holds (their classes' and, made without connecting,
+    their instances') that is not a command or documented API."""
+    from redis.asyncio import Redis
+    from redis.asyncio.client import Pipeline, PubSub
+    from redis.asyncio.cluster import ClusterNode, NodesManager, RedisCluster
+    from redis.asyncio.connection import AbstractConnection, Connection, ConnectionPool
+    from redis.commands import core
+
+    commands = {name for cls in vars(core).values() if isinstance(cls, type) for name in dir(cls)}
+    names = {name for cls in (Redis, RedisCluster, NodesManager, ClusterNode, ConnectionPool, AbstractConnection,
+                              PubSub, Pipeline) for name in dir(cls)}
+    client, cluster = Redis(), RedisCluster(host="127.0.0.1", port=1)
+    try:
+        for instance in (client, client.pubsub(), client.connection_pool, Connection(), cluster,
+                         cluster.nodes_manager):
+            names |= set(getattr(instance, "__dict__", ())) | set(getattr(instance, "__slots__", ()))
+    finally:
+        await client.aclose()
+        await cluster.aclose()
+    builtins = {name for kind in (dict, list, set, str, bytes, tuple) for name in dir(kind)}  # ours, not redis-py's
+    return {n for n in names if not n.startswith("__")} - commands - REDIS_PUBLIC - builtins
+
+
+async def test_nothing_outside_the_allow_list_reaches_under_redis_py() -> None:
+    """In the modules that use redis-py, an attribute named like one of its internals must be allowed above (or be
+    one of blocks_rt's own names, defined in the package)."""
+    internal = await _redis_vocabulary()
+    allowed = {entry.path.rpartition(".")[2] for entry in REDIS_SURFACE} | set(REDIS_ATTRIBUTES)
+    ours: set[str] = set()
+    sources = {path: ast.parse(path.read_text()) for path in sorted((ROOT / "blocks_rt").rglob("*.py"))}
+    for tree in sources.values():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                ours.add(node.name)
+            elif (isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store)
+                  and isinstance(node.value, ast.Name) and node.value.id == "self"):
+                ours.add(node.attr)
+    found = []
+    for path, tree in sources.items():
+        if "import redis" not in path.read_text() and "from redis" not in path.read_text():
+            continue
+        modules = {alias.asname or alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
+                   for alias in node.names}  # `hiredis.pack_command`: a module's function, its public API
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Attribute) and node.attr in internal and node.attr not in allowed
+                    and node.attr not in ours
+                    and not (isinstance(node.value, ast.Name) and node.value.id in {"self", *modules})):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno} .{node.attr}")
+    assert found == []
+    assert allowed - REDIS_PUBLIC <= internal, "an allowed name is public (or gone): move it out of the allow-list"

@@ -23,10 +23,13 @@ from aiohttp import web
 
 from ..app import BLOCKS, Blocks, create_app
 from ..auth import mint_token
-from ..client import CONTROL_EVENTS, BlocksClient, Received
+from ..bus import EventBus
+from ..client import BlocksClient, Received
 from ..directory import UserDirectory
 from ..events import WIRE_EVENTS
+from ..messages import CONTROL_EVENTS
 from ..reference.services import Services
+from ..reference.state import Store
 from ..settings import Settings
 
 if TYPE_CHECKING:
@@ -75,9 +78,10 @@ async def publish(url: str, api_key: str | None, events: list[dict[str, Any]] | 
 class Lab:
     """A gateway running in the current event loop, and the clients connected to it."""
 
-    def __init__(self, settings: Settings, runner: web.AppRunner, app: web.Application) -> None:
+    def __init__(self, settings: Settings, runner: web.AppRunner, app: web.Application, services: Services) -> None:
         self.settings = settings
         self.app = app
+        self.services = services
         self._runner = runner
         self.clients: dict[str, BlocksClient] = {}
         self._extra_clients: list[BlocksClient] = []
@@ -85,13 +89,16 @@ class Lab:
     @classmethod
     async def start(cls, settings: Settings | None = None, *, users: UserDirectory | None = None,
                     **overrides: Any) -> Lab:
-        """A gateway on `settings` (or the lab's, with `overrides`), over `users` (or the demo users)."""
+        """A gateway on `settings` (or the lab's, with `overrides`), over `users` (or the demo users), with the
+        reference services over the demo data (`settings.data_dir`) publishing on its bus."""
         settings = settings or lab_settings(**overrides)
-        app = create_app(settings, users=users)
+        bus = EventBus()
+        services = Services(Store.load(settings.data_dir), bus)
+        app = create_app(settings, users=users, bus=bus)
         runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=2.0)
         await runner.setup()
         await web.TCPSite(runner, settings.host, settings.port).start()
-        return cls(settings, runner, app)
+        return cls(settings, runner, app, services)
 
     @property
     def port(self) -> int:
@@ -104,10 +111,6 @@ class Lab:
     @property
     def blocks(self) -> Blocks:
         return self.app[BLOCKS]
-
-    @property
-    def services(self) -> Services:
-        return self.blocks.services
 
     def token(self, user_id: str, ttl_s: float = 3600, **claims: Any) -> str:
         return mint_token(self.settings, user_id, ttl_s, **claims)

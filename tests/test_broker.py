@@ -1,51 +1,73 @@
-"""The event log contract, run against both logs (memory, real Redis): ids, replay, retention, epochs."""
+"""The broker contract, run against both brokers (memory, real Redis): ids, replay, retention, epochs, delivery."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 
 import orjson
 import pytest
 import redis.asyncio as aioredis
+from helpers import Recorder
 
-from blocks_rt.eventlog import (
-    EventLog,
-    MemoryEventLog,
+from blocks_rt.broker import (
+    Broker,
     Position,
     ResyncRequired,
     format_event_id,
     parse_event_id,
     stamp,
 )
-from blocks_rt.eventlog_redis import RedisEventLog
-from blocks_rt.keys import Keys
+from blocks_rt.broker.memory import MemoryBroker
+from blocks_rt.broker.redis.broker import RedisBroker
+from blocks_rt.broker.redis.history import RedisHistory
+from blocks_rt.broker.redis.keys import Keys
+from blocks_rt.metrics import Metrics
 from blocks_rt.router import Delivery
+from blocks_rt.testing.waiting import until
 
-OpenLog = Callable[..., Awaitable[EventLog]]
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
 
 
 class Logs:
-    """Opens logs of one kind; `lose()` loses every log's history as a restart or a flush would."""
+    """Opens brokers of one kind; `lose()` loses every broker's history as a restart or a flush would."""
 
     def __init__(self, kind: str, stack: AsyncExitStack, redis_url: str | None) -> None:
         self.kind = kind
         self._stack = stack
         self._redis_url = redis_url
         self._prefix = f"test-{uuid.uuid4().hex[:8]}"
+        self.receiver = Recorder()
+        self._clock = Clock()
 
-    async def open(self, max_events: int = 1000, max_age_s: float = 3600) -> EventLog:
+    async def open(self, max_events: int = 1000, max_age_s: float = 3600) -> Broker:
         if self.kind == "memory":
-            log: EventLog = MemoryEventLog(max_events, max_age_s)
+            log: Broker = MemoryBroker(max_events, max_age_s, clock=self._clock)
         else:
             assert self._redis_url
-            log = RedisEventLog(self._redis_url, self._prefix, max_events, max_age_s)
+            log = RedisBroker(self._redis_url, node_id=f"test-{uuid.uuid4().hex[:6]}", metrics=Metrics(),
+                              prefix=self._prefix, max_events=max_events, max_age_s=max_age_s)
+        log.deliver_to(self.receiver)
         return await self._stack.enter_async_context(log)  # type: ignore[arg-type]
 
-    async def lose(self, log: EventLog) -> EventLog:
+    async def age(self, seconds: float) -> None:
+        """Let `seconds` pass on the broker's clock (memory: a fake one; Redis: its entry ids are Redis's time)."""
+        if self.kind == "memory":
+            self._clock.now += seconds
+        else:
+            await asyncio.sleep(seconds)
+
+    async def lose(self, log: Broker) -> Broker:
         """The history is gone (memory: a new process; Redis: its keys flushed); a log to go on with."""
         if self.kind == "memory":
             return await self.open()
@@ -67,11 +89,11 @@ def balance(stream: str, n: int) -> Delivery:
     return Delivery(stream, "wallet:balance_updated", orjson.dumps({"userId": stream.split(":")[1], "n": n}))
 
 
-async def append_n(log: EventLog, stream: str, count: int, start: int = 0) -> list[str]:
-    return [item.event_id for item in await log.append([balance(stream, start + i) for i in range(count)])]
+async def append_n(log: Broker, stream: str, count: int, start: int = 0) -> list[str]:
+    return [item.event_id for item in await log.publish([balance(stream, start + i) for i in range(count)])]
 
 
-async def resync_reason(log: EventLog, stream: str, offset: str) -> str:
+async def resync_reason(log: Broker, stream: str, offset: str) -> str:
     with pytest.raises(ResyncRequired) as caught:
         await log.read_after(stream, offset)
     assert caught.value.stream == stream
@@ -84,7 +106,7 @@ async def test_append_stamps_increasing_ids_and_replays_in_order(logs: Logs) -> 
     assert parse_event_id(start)[1] == Position(0, 0)
     batch = [balance("user:u1", 0), Delivery("property:p1", "property:funding_updated", orjson.dumps({"propertyId": "p1"})),
              balance("user:u1", 1), Delivery("user:u1", "notification:new", orjson.dumps({"userId": "u1"}))]
-    logged = await log.append(batch)
+    logged = await log.publish(batch)
     assert [(i.stream, i.event) for i in logged] == [(d.stream, d.event) for d in batch]
     for item, delivery in zip(logged, batch, strict=True):
         assert item.payload == {**delivery.payload, "eventId": item.event_id, "stream": delivery.stream}
@@ -128,7 +150,7 @@ async def test_retention_by_count(logs: Logs) -> None:
     await boundary_case(logs, log, trimmed=ids[1], after=ids[2:])
 
 
-async def boundary_case(logs: Logs, log: EventLog, trimmed: str, after: list[str]) -> None:
+async def boundary_case(logs: Logs, log: Broker, trimmed: str, after: list[str]) -> None:
     """Only the offset's own event was trimmed: memory knows nothing after it was; Redis cannot, so resyncs."""
     if logs.kind == "memory":
         assert [i.event_id for i in await log.read_after("user:u1", trimmed)] == after
@@ -141,7 +163,7 @@ async def test_retention_by_age(logs: Logs) -> None:
     start = await log.head("user:u1")
     old = await append_n(log, "user:u1", 2)
     assert [i.event_id for i in await log.read_after("user:u1", start)] == old
-    await asyncio.sleep(0.2)
+    await logs.age(0.2)
     # Aged out even with no new append: a read trims first.
     assert await resync_reason(log, "user:u1", old[0]) == "retention_exceeded"
     assert await log.read_after("user:u1", old[1]) == []
@@ -178,9 +200,17 @@ async def test_invalid_offsets(logs: Logs) -> None:
                                                                                           "epoch_changed")
 
 
+async def test_a_publication_reaches_the_node_hosting_its_room_once(logs: Logs) -> None:
+    broker = await logs.open()
+    await broker.join("user:u1")
+    logged = await broker.publish([balance("user:u1", 0), balance("user:u1", 1)])
+    await until(lambda: len(logs.receiver.delivered) >= 2)
+    assert [i.event_id for i in logs.receiver.delivered] == [i.event_id for i in logged]
+
+
 async def test_redis_log_stores_json_under_its_prefix_and_survives_a_new_process(redis_url: str) -> None:
     prefix = f"test-{uuid.uuid4().hex[:8]}"
-    async with RedisEventLog(redis_url, prefix) as first:
+    async with RedisHistory(redis_url, prefix) as first:
         start = await first.head("user:u1")
         logged = await first.append([balance("user:u1", 0), balance("user:u1", 1)])
     async with aioredis.from_url(redis_url, decode_responses=True) as r:
@@ -192,7 +222,7 @@ async def test_redis_log_stores_json_under_its_prefix_and_survives_a_new_process
                                                                       {"userId": "u1", "n": 1}]
         assert [f"{await r.get(keys.log_epoch('user:u1'))}:{entry_id}" for entry_id, _ in entries] == \
             [i.event_id for i in logged]
-    async with RedisEventLog(redis_url, prefix) as second:
+    async with RedisHistory(redis_url, prefix) as second:
         replay = await second.read_after("user:u1", start)
     assert [(i.event_id, i.payload) for i in replay] == [(i.event_id, i.payload) for i in logged]
 

@@ -1,11 +1,15 @@
-"""Fan-out across gateway nodes over Redis sharded pub/sub, one channel per room, one Redis or a cluster.
+"""The broker on Redis (one server or a cluster): history in Redis Streams, delivery over sharded pub/sub.
+
+One `RedisShards` (the connection pools, the slot map) is the broker's, and presence and the idempotency
+store use the same (`shards`), so every part follows the same slot-map refreshes after a failover.
+
+Delivery is one channel per room.
 
 python-socketio's stock `AsyncRedisManager` publishes every emit on one channel, so every node decodes
 every event: the cluster's cost grows with nodes × total traffic. Here a node subscribes only to the
 channels of rooms that have a socket on it, so Redis drops what a node does not host and each node pays
-only for its own rooms' events. Publishing is the event log's: its append script publishes each stream's
-share of a batch as one message on the stream's channel (`eventlog_redis`), so `publish` here does nothing
-(`republish`, for an idempotent retry, asks the log to publish events it already holds).
+only for its own rooms' events. Publishing is appending: the history's append script publishes each stream's
+share of a batch as one message on the stream's channel (`history`), in the same round trip.
 
 Subscriptions are SSUBSCRIBE, on one connection per shard (the node owning the channel's slot; the server
 itself with one Redis), each with its own listener task. redis-py's `ClusterPubSub` polls its per-node
@@ -22,20 +26,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import secrets
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal, Self
 
 from redis.asyncio.client import PubSub
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, RedisError
 
-from .errors import ServiceUnavailable
-from .eventlog import LoggedEvent, Position, ResyncRequired, parse_event_id
-from .eventlog_redis import RedisEventLog, decode_published
-from .fanout import Deliver, Gap
-from .metrics import Metrics
-from .redis_client import stop_if_cancelled
+from ...errors import ServiceUnavailable
+from ...metrics import Metrics
+from .. import LoggedEvent, Position, Receiver, ResyncRequired, Unwired, parse_event_id
+from .client import stop_if_cancelled
+from .history import RedisHistory, decode_published
 
 log = logging.getLogger(__name__)
 MAX_RECEIVED_BATCH = 256  # bounds how long the first event of a burst waits for the rest to be read
@@ -64,21 +66,18 @@ class _Shard:
             pass
 
 
-class RedisFanout:
-    """Deliver locally what the event log published for the rooms this node hosts."""
+class RedisBroker(RedisHistory):
+    """`Broker` on Redis: the history, and this node's subscribers to the rooms it hosts."""
 
-    def __init__(self, event_log: RedisEventLog, deliver: Deliver, metrics: Metrics, *, on_gap: Gap) -> None:
-        if not event_log.publishes:
-            raise ValueError("RedisFanout listens to what the event log publishes: give it a publishing log")
-        self._log = event_log
-        self._redis = event_log.shards
-        self._keys = event_log.keys
-        self._deliver = deliver
+    def __init__(self, url: str, *, node_id: str, metrics: Metrics, prefix: str = "blocks-rt",
+                 max_events: int = 1000, max_age_s: float = 24 * 3600, cluster: bool = False,
+                 fanout: Literal["rooms", "broadcast"] = "rooms") -> None:
+        super().__init__(url, prefix, max_events, max_age_s, cluster=cluster, fanout=fanout)
+        unwired = Unwired()
+        self._deliver, self._on_gap = unwired.deliver, unwired.resync_room
         self._metrics = metrics
-        self._on_gap = on_gap
-        self._broadcast = event_log.channel("") == event_log.keys.broadcast_channel
-        self._node_id = secrets.token_hex(6)
-        self._shards: dict[str, _Shard] = {}
+        self._node_id = node_id
+        self._subscribers: dict[str, _Shard] = {}
         self._hosted: dict[str, int] = {}
         self._last: dict[str, tuple[str, Position]] = {}
         self._confirmations: dict[str, asyncio.Future[None]] = {}
@@ -87,8 +86,16 @@ class RedisFanout:
         self._held: list[LoggedEvent] | None = None  # live events that arrive while catching up
         self.healthy = False
 
-    async def __aenter__(self) -> RedisFanout:
-        await self._connect()
+    def deliver_to(self, receiver: Receiver) -> None:
+        self._deliver, self._on_gap = receiver.deliver, receiver.resync_room
+
+    async def __aenter__(self) -> Self:
+        await super().__aenter__()
+        try:
+            await self._connect()
+        except BaseException:
+            await self.__aexit__()
+            raise
         self.healthy = True
         return self
 
@@ -96,15 +103,14 @@ class RedisFanout:
         if self._recovery is not None:
             self._recovery.cancel()
             await asyncio.gather(self._recovery, return_exceptions=True)
-        for shard in list(self._shards.values()):
+        for shard in list(self._subscribers.values()):
             await shard.aclose()
-        self._shards.clear()
+        self._subscribers.clear()
+        await super().__aexit__()
 
-    async def publish(self, logged: Sequence[LoggedEvent]) -> None:
-        """Nothing to do: the log's append already published these, in the same round trip."""
-
-    async def republish(self, logged: Sequence[LoggedEvent]) -> None:
-        await self._log.republish(logged)
+    # The history's append script publishes each stream's share of the batch on its room's channel, in the
+    # append's round trip: publishing is appending (and `republish` is the history's too).
+    publish = RedisHistory.append
 
     # --- which rooms this node hosts ----------------------------------------------------------------------
     async def join(self, stream: str) -> None:
@@ -114,8 +120,8 @@ class RedisFanout:
             return
         try:
             if not self._broadcast:
-                await self._subscribe(self._log.channel(stream))
-            head = await self._log.head(stream)
+                await self._subscribe(self.channel(stream))
+            head = await self.head(stream)
         except BaseException:
             del self._hosted[stream]  # not hosted after all: a later join subscribes again
             raise
@@ -130,8 +136,8 @@ class RedisFanout:
         self._last.pop(stream, None)
         if self._broadcast:
             return
-        channel = self._log.channel(stream)
-        for shard in self._shards.values():
+        channel = self.channel(stream)
+        for shard in self._subscribers.values():
             if channel in shard.channels:
                 shard.channels.discard(channel)
                 try:
@@ -146,7 +152,7 @@ class RedisFanout:
     async def _subscribe(self, channel: str, shard: _Shard | None = None) -> None:
         """SSUBSCRIBE on the shard owning `channel`, and wait for Redis to confirm it."""
         try:
-            shard = shard or self._shards[self._redis.node_for(channel)]
+            shard = shard or self._subscribers[self.shards.node_for(channel)]
         except KeyError:
             raise ServiceUnavailable(f"no subscriber on the shard of {channel} (recovering)") from None
         confirmed = self._confirmations.setdefault(channel, asyncio.get_running_loop().create_future())
@@ -162,23 +168,23 @@ class RedisFanout:
     # --- shards: connect, listen, probe --------------------------------------------------------------------
     async def _connect(self) -> None:
         """A subscriber per shard with every hosted room on its owner now; proven by a probe on each."""
-        for shard in list(self._shards.values()):
+        for shard in list(self._subscribers.values()):
             await shard.aclose()
-        self._shards.clear()
+        self._subscribers.clear()
         self._confirmations.clear()
-        for name in self._redis.masters():
-            shard = _Shard(name, self._redis.client_of(name).pubsub(), self._probe_channel(name))
-            self._shards[name] = shard
+        for name in self.shards.masters():
+            shard = _Shard(name, self.shards.client_of(name).pubsub(), self._probe_channel(name))
+            self._subscribers[name] = shard
             await self._subscribe(shard.probe_channel, shard)
-        wanted = [self._keys.broadcast_channel] if self._broadcast else [self._log.channel(s) for s in self._hosted]
+        wanted = [self.keys.broadcast_channel] if self._broadcast else [self.channel(s) for s in self._hosted]
         await asyncio.gather(*(self._subscribe(channel) for channel in wanted))
         await self._check()
 
     def _probe_channel(self, shard: str) -> str:
         """A channel of this node whose slot lives on `shard` (any channel with one Redis)."""
         for n in range(100_000):
-            channel = self._keys.probe_channel(self._node_id, f"probe-{n}")
-            if self._redis.node_for(channel) == shard:
+            channel = self.keys.probe_channel(self._node_id, f"probe-{n}")
+            if self.shards.node_for(channel) == shard:
                 return channel
         raise RedisClusterException(f"no slot of {shard} found")
 
@@ -186,9 +192,9 @@ class RedisFanout:
         """A probe through Redis back to each shard's listener: healthy only when every listener really hears."""
         loop = asyncio.get_running_loop()
         waits = []
-        for shard in self._shards.values():
+        for shard in self._subscribers.values():
             probe = self._probes[shard.probe_channel] = loop.create_future()
-            await self._redis.client_of(shard.name).spublish(shard.probe_channel, "probe")
+            await self.shards.client_of(shard.name).spublish(shard.probe_channel, "probe")
             waits.append(asyncio.wait_for(asyncio.shield(probe), PROBE_TIMEOUT_S))
         await asyncio.gather(*waits)
 
@@ -245,7 +251,7 @@ class RedisFanout:
             future = self._confirmations.pop(channel, None)
             if future is not None and not future.done():
                 future.set_result(None)
-        elif kind == "sunsubscribe" and any(channel in shard.channels for shard in self._shards.values()):
+        elif kind == "sunsubscribe" and any(channel in shard.channels for shard in self._subscribers.values()):
             # Not ours (`leave` forgets a channel before unsubscribing): Redis dropped it because its slot
             # moved to another shard (resharding, a master demoted). Follow it like a lost shard.
             raise RedisConnectionError(f"Redis unsubscribed {channel}: its slot moved")
@@ -278,7 +284,7 @@ class RedisFanout:
         backoff = 0.1
         while True:
             try:
-                await self._redis.refresh()
+                await self.shards.refresh()
                 await self._connect()
                 await self._catch_up()
                 break
@@ -290,17 +296,17 @@ class RedisFanout:
             held, self._held = self._held, []
             await self._accept(held)
         self._held = None
-        if any(shard.lost for shard in self._shards.values()):  # lost again meanwhile: go round once more
+        if any(shard.lost for shard in self._subscribers.values()):  # lost again meanwhile: go round once more
             self._recovery = None  # this task is ending: let the next one start
             self._recover_soon()
             return
         self.healthy = True  # only now: until the catch-up is done, /healthz says this node is not whole
-        log.warning("Redis fan-out recovered on %s", ", ".join(self._shards))
+        log.warning("Redis fan-out recovered on %s", ", ".join(self._subscribers))
 
     async def _catch_up(self) -> None:
         for stream, (epoch, position) in list(self._last.items()):
             try:
-                missed = await self._log.read_after(stream, f"{epoch}:{position}")
+                missed = await self.read_after(stream, f"{epoch}:{position}")
             except ResyncRequired as exc:
                 # The log lost what this node saw (a flushed Redis, a failover's unreplicated tail): the room's
                 # sockets must refetch, and hear it now.

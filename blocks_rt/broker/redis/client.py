@@ -3,8 +3,9 @@
 Everything that touches one stream (its log, epoch and channel share a hash tag, so one slot) talks to the
 node owning that slot through a plain client of that node (`client_for`), so the event log can pipeline a
 script with a `WAIT` on one connection and the fan-out can keep one subscriber connection per shard.
-redis-py's `RedisCluster` is kept for what spans nodes (presence) and for the slot map itself: after a
-MOVED or a lost node, `refresh()` asks the cluster who owns what now.
+redis-py's `RedisCluster` is kept for what routes itself (presence, idempotency records) and for the slot map
+itself: after a MOVED or a lost node, `refresh()` asks the cluster who owns what now. The broker owns the one
+`RedisShards` of a gateway; presence and the idempotency store use it, so they follow the same refreshes.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The HTTP side (publish_api.py, app.py): POST /api/events all-or-nothing, /healthz, /metrics."""
+"""The HTTP endpoints (http_api.py): POST /api/events all-or-nothing, /api/presence, /healthz, /metrics."""
 
 from __future__ import annotations
 
@@ -189,7 +189,20 @@ async def test_too_many_events_in_one_request_is_413(make_lab: MakeLab) -> None:
 async def test_healthz(lab: Lab) -> None:
     await lab.client("usr_amira")
     status, text = await get(lab, "/healthz")
-    assert status == 200 and json.loads(text)["status"] == "ok"
+    assert status == 200
+    assert json.loads(text) == {"status": "ok", "fanout": "ok", "sockets": 1, "users": 1}  # no outbox configured
+
+
+async def test_presence_counts_a_user_s_sockets_for_the_backend_only(lab: Lab) -> None:
+    await lab.client("usr_amira", label="phone")
+    await lab.client("usr_amira", label="tablet")
+    headers = {"Authorization": f"Bearer {LAB_API_KEY}"}
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+        for user_id, sockets in (("usr_amira", 2), ("usr_ben", 0)):
+            async with http.get(f"{lab.url}/api/presence/{user_id}", headers=headers) as response:
+                assert (response.status, await response.json()) == (200, {"userId": user_id, "sockets": sockets})
+    status, text = await get(lab, "/api/presence/usr_amira")
+    assert status == 401 and json.loads(text)["error"]["code"] == "unauthorized"
 
 
 async def test_metrics_count_deliveries_and_refusals_by_reason(lab: Lab) -> None:

@@ -15,8 +15,8 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
+from .client import RedisShards, stop_if_cancelled
 from .keys import Keys
-from .redis_client import RedisShards, stop_if_cancelled
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ class RedisClusterPresence:
     """`presence.ClusterPresence` over Redis: this node's counts in a hash, read with every live node's."""
 
     def __init__(self, shards: RedisShards, keys: Keys, node_id: str, ttl_s: float = 15.0) -> None:
-        """`shards`: the event log's Redis (one server or a cluster), connected by the time this is entered."""
+        """`shards`: the broker's Redis (one server or a cluster), connected by the time this is entered."""
         self._shards = shards
         self._keys = keys
         self.node_id = node_id

@@ -1,15 +1,15 @@
-"""The event log on Redis Streams, so history survives a gateway restart and is shared by every node.
+"""Streams' history on Redis Streams, so it survives a gateway restart and is shared by every node.
 
 Per stream (room) two keys and a channel, all named in `keys.Keys` with the stream as hash tag (one slot):
   `<prefix>:{<stream>}:log`    a Redis stream; an entry's id is the event's position, its fields are
                                `e` (wire event name), `p` (payload as JSON, never pickle), `t` (logged at, unix s)
   `<prefix>:{<stream>}:epoch`  a random token set once. A flush, or a restart without persistence, loses it
                                with the stream, so the next one differs and old offsets resync.
-  `<prefix>:{<stream>}:room`   the sharded pub/sub channel the append publishes to (`fanout_redis` listens).
+  `<prefix>:{<stream>}:room`   the sharded pub/sub channel the append publishes to (`broker` listens).
 
-An append is one Lua script per stream (`APPEND_SCRIPT`: epoch, XADD, trim, SPUBLISH) and one round trip per
-shard: the scripts of one shard go in one pipeline, called by SHA (EVAL once when the shard answers NOSCRIPT,
-e.g. a replica that just took over). So the log also publishes: `fanout_redis.RedisFanout` only listens.
+An append is one Lua script per stream (`scripts.APPEND_SCRIPT`: epoch, XADD, trim, SPUBLISH) and one round trip
+per shard: the scripts of one shard go in one pipeline, called by SHA (EVAL once when the shard answers NOSCRIPT,
+e.g. a replica that just took over). So the append also delivers: `broker.RedisBroker` only listens.
 On a Redis Cluster the pipeline ends with `WAIT 1` (each master has a replica): an event is accepted only
 once its replica has it, so a failover never loses an accepted event; unreplicated, the publisher gets a 503
 (the event may still be delivered: a retry can duplicate, never lose). Streams on different shards are not
@@ -29,23 +29,23 @@ reverse) would make a lost log look intact.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import math
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Literal, Self
 
 import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError, ResponseError
 
-from .errors import ServiceUnavailable
-from .eventlog import ZERO, LoggedEvent, Position, ResyncRequired, format_event_id, parse_event_id, stamp
+from ...errors import ServiceUnavailable
+from ...router import Delivery
+from .. import ZERO, LoggedEvent, Position, ResyncRequired, format_event_id, parse_event_id, stamp
+from .client import RedisShards
 from .keys import Keys
-from .redis_client import RedisShards
-from .router import Delivery
+from .scripts import APPEND_SCRIPT, APPEND_SHA
 
 hiredis_pack: Callable[[tuple[Any, ...]], bytes] | None
 try:  # packs commands in C; a speed-up (the `fast` extra), never a requirement
@@ -58,32 +58,6 @@ LATEST_PAGE = 100
 REPLY_TIMEOUT_S = 5.0
 WAIT_REPLICA_MS = 1000  # past this an unreplicated append is refused (503): the replica is gone or far behind
 
-# KEYS: epoch, log, channel. ARGV: stream, candidate epoch, max events, min id, logged at, publish command
-# ('' = do not publish), then (event, payload) pairs. Returns the epoch then each entry id. The message is
-# `stream\nepoch\nloggedAt` and `\nid\nevent\npayload` per event (no field holds a newline: ids, names and
-# compact JSON never do), so a node decodes a stream's batch without parsing an envelope.
-APPEND_SCRIPT = """
-local epoch = redis.call('GET', KEYS[1])
-if not epoch then
-  epoch = ARGV[2]
-  redis.call('SET', KEYS[1], epoch)
-end
-local out = {epoch}
-local message = {ARGV[1], epoch, ARGV[5]}
-for i = 7, #ARGV, 2 do
-  local id = redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], '*', 'e', ARGV[i], 'p', ARGV[i + 1], 't', ARGV[5])
-  out[#out + 1] = id
-  message[#message + 1] = id
-  message[#message + 1] = ARGV[i]
-  message[#message + 1] = ARGV[i + 1]
-end
-redis.call('XTRIM', KEYS[2], 'MINID', ARGV[4])
-if ARGV[6] ~= '' then
-  redis.call(ARGV[6], KEYS[3], table.concat(message, '\\n'))
-end
-return out
-"""
-APPEND_SHA = hashlib.sha1(APPEND_SCRIPT.encode()).hexdigest()
 
 
 def _position(entry_id: str) -> Position:
@@ -130,28 +104,28 @@ async def _round_trip(client: aioredis.Redis, commands: list[tuple[Any, ...]]) -
     return replies
 
 
-class RedisEventLog:
-    """`EventLog` on Redis Streams, one server or a cluster; an append publishes too (see the module doc)."""
+class RedisHistory:
+    """`History` on Redis Streams, one server or a cluster; an append publishes too (see the module doc)."""
 
     def __init__(self, url: str, prefix: str = "blocks-rt", max_events: int = 1000,
-                 max_age_s: float = 24 * 3600, *, cluster: bool = False, publish: str | None = "rooms") -> None:
-        """`publish`: "rooms" (a channel per stream), "broadcast" (one channel; one server only) or None."""
-        if cluster and publish == "broadcast":
+                 max_age_s: float = 24 * 3600, *, cluster: bool = False,
+                 fanout: Literal["rooms", "broadcast"] = "rooms") -> None:
+        """`fanout`: "rooms" (a channel per stream) or "broadcast" (one channel; one server only)."""
+        if cluster and fanout == "broadcast":
             raise ValueError("the broadcast fan-out is one channel, one slot: it cannot run on a Redis Cluster")
         self.shards = RedisShards(url, cluster=cluster)
         self.keys = Keys(prefix)
-        self.publishes = publish is not None
-        self._broadcast = publish == "broadcast"
+        self._broadcast = fanout == "broadcast"
         self._max_events = max_events
         self._max_age_s = max_age_s
 
-    async def __aenter__(self) -> RedisEventLog:
+    async def __aenter__(self) -> Self:
         await self.shards.__aenter__()
         try:
             for node in self.shards.masters():
                 version = str((await self.shards.client_of(node).info("server"))["redis_version"])
                 if tuple(int(part) for part in version.split(".")[:2]) < MIN_REDIS_VERSION:
-                    raise RuntimeError(f"the Redis event log needs Redis >= 7.0 (XINFO entries-added, sharded "
+                    raise RuntimeError(f"the Redis broker needs Redis >= 7.0 (XINFO entries-added, sharded "
                                        f"pub/sub); {node} runs {version}")
         except BaseException:
             await self.shards.__aexit__()
@@ -205,7 +179,7 @@ class RedisEventLog:
         """One round trip to one shard: a script per stream (then `WAIT` for its replica on a cluster)."""
         client = self.shards.client_of(node)
         replicas = min(1, self.shards.replicas_of(self.keys.log_stream(streams[0])))
-        head = [repr(now), "SPUBLISH" if self.publishes else ""]
+        head = [repr(now), "SPUBLISH"]
         min_id, max_events = self._min_id(now), self._max_events
         calls = []
         for stream in streams:

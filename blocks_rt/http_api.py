@@ -1,31 +1,26 @@
-"""HTTP side of the gateway: `POST /api/events` for a backend in another process (idempotent with an
-`Idempotency-Key`), `/metrics`."""
+"""The gateway's HTTP endpoints: `POST /api/events` for a backend in another process (idempotent with an
+`Idempotency-Key`), `GET /api/presence/{user_id}`, `/healthz` and `/metrics`."""
 
 from __future__ import annotations
 
 import hmac
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
 
+from .broker import Broker
 from .bus import DomainEvent, validate_many
-from .delivery import Dispatcher
+from .dispatcher import Dispatcher
 from .errors import InvalidEvent, ServiceUnavailable
-from .eventlog import EventLog
+from .gateway import Gateway
 from .guessing import GuessThrottle
-from .idempotency import (
-    KEY_PATTERN,
-    Answer,
-    IdempotencyConflict,
-    IdempotencyStore,
-    accepted,
-    fingerprint,
-    publish_once,
-    refusal,
-    refused,
-)
+from .idempotency import KEY_PATTERN, Answer, IdempotencyConflict, IdempotencyStore, fingerprint
 from .metrics import Metrics
+from .publish_once import accepted, publish_once, refusal, refused
+
+if TYPE_CHECKING:
+    from .outbox import OutboxConsumer
 
 MAX_JSON_DEPTH = 32
 IDEMPOTENCY_KEY = "Idempotency-Key"
@@ -63,26 +58,30 @@ def _deeper_than(node: Any, limit: int) -> bool:
     return any(type(child) in (dict, list) and _deeper_than(child, limit - 1) for child in children)
 
 
-class PublishApi:
-    """Publish domain events over HTTP, all-or-nothing per request, once per `Idempotency-Key`."""
+class HttpApi:
+    """Publish domain events over HTTP (all-or-nothing per request, once per `Idempotency-Key`), and the
+    gateway's state for a backend (presence) and for operators (health, metrics)."""
 
-    def __init__(self, metrics: Metrics, api_key: str | None, max_bytes: int, max_batch: int,
-                 guesses: GuessThrottle | None = None) -> None:
+    def __init__(self, metrics: Metrics, gateway: Gateway, broker: Broker, *, api_key: str | None, max_bytes: int,
+                 max_batch: int, guesses: GuessThrottle | None = None) -> None:
         self._metrics = metrics
+        self._gateway = gateway
+        self._broker = broker
         self._api_key = api_key.encode() if api_key else None
         self._max_bytes = max_bytes
         self._max_batch = max_batch
         self._guesses = guesses or GuessThrottle("api_key", metrics)
         self._dispatcher: Dispatcher | None = None
         self._idempotency: IdempotencyStore | None = None
-        self._log: EventLog | None = None
+        self._outbox: OutboxConsumer | None = None
 
-    def start(self, dispatcher: Dispatcher, idempotency: IdempotencyStore, log: EventLog) -> None:
-        """Accept requests from now on (the app's lifecycle calls it once the log and fan-out run)."""
-        self._dispatcher, self._idempotency, self._log = dispatcher, idempotency, log
+    def start(self, dispatcher: Dispatcher, idempotency: IdempotencyStore, outbox: OutboxConsumer | None) -> None:
+        """Accept requests from now on (the app's lifecycle calls it once the broker runs)."""
+        self._dispatcher, self._idempotency, self._outbox = dispatcher, idempotency, outbox
 
     def routes(self) -> list[web.RouteDef]:
-        return [web.post("/api/events", self.publish), web.get("/metrics", self.metrics)]
+        return [web.post("/api/events", self.publish), web.get("/api/presence/{user_id}", self.user_presence),
+                web.get("/healthz", self.healthz), web.get("/metrics", self.metrics)]
 
     def authorized(self, request: web.Request) -> bool:
         """Whether the request carries the API key (compared in constant time); not checked while its address waits
@@ -137,7 +136,7 @@ class PublishApi:
                 return refusal(400, "invalid_envelope",
                                 f"event[{index}] must be {{\"event\": str, \"data\": object}}", index=index)
             batch.append((item["event"], item["data"]))
-        if self._dispatcher is None or self._idempotency is None or self._log is None:
+        if self._dispatcher is None or self._idempotency is None:
             return refusal(503, "unavailable", "the gateway is starting")
 
         def validated() -> list[DomainEvent]:
@@ -149,12 +148,29 @@ class PublishApi:
                     return accepted(await self._dispatcher.dispatch(validated()))
                 except InvalidEvent as exc:
                     return refused(exc)
-            return await publish_once(self._idempotency, self._dispatcher, self._log, key, fingerprint(body),
+            return await publish_once(self._idempotency, self._dispatcher, self._broker, key, fingerprint(body),
                                       validated)
         except IdempotencyConflict as exc:
             return refusal(409, exc.code, exc.message)
         except ServiceUnavailable as exc:
             return refusal(503, exc.code, exc.message)
+
+    async def user_presence(self, request: web.Request) -> web.Response:
+        """Is a user online anywhere in the cluster (e.g. push notification or not)? Backend only."""
+        if not self.authorized(request):
+            await self._guesses.slow_answer(request.remote or "")
+            return _error(401, "unauthorized", "missing or wrong API key")
+        user_id = request.match_info["user_id"]
+        return web.json_response({"userId": user_id, "sockets": await self._gateway.user_socket_count(user_id)})
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        healthy = self._broker.healthy
+        presence = self._gateway.presence
+        body = {"status": "ok" if healthy else "unhealthy", "fanout": "ok" if healthy else "down",
+                "sockets": presence.socket_count, "users": presence.user_count}
+        if self._outbox is not None:  # said, not failed on: sockets are served while the outbox database is away
+            body["outbox"] = self._outbox.state
+        return web.json_response(body, status=200 if healthy else 503)
 
     async def metrics(self, request: web.Request) -> web.Response:
         return web.Response(body=self._metrics.exposition(), content_type="text/plain", charset="utf-8")
