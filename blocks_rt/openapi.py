@@ -19,8 +19,8 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from . import events as ev
 from . import examples as ex
 from .contract import JsonSchema, _Dumper, _WireSchema
-from .idempotency import KEY_PATTERN
 from .http_api import IDEMPOTENCY_KEY, PUBLISH_ERRORS
+from .idempotency import KEY_PATTERN
 from .router import ROUTES
 from .settings import Settings
 

@@ -16,8 +16,8 @@ from openapi_spec_validator import validate as validate_openapi
 from samples import sample
 
 from blocks_rt import events as ev
-from blocks_rt.openapi import openapi
 from blocks_rt.http_api import IDEMPOTENCY_KEY, PUBLISH_ERRORS
+from blocks_rt.openapi import openapi
 from blocks_rt.testing.lab import Lab
 
 DOCUMENT = Path(__file__).resolve().parent.parent / "spec" / "openapi.yaml"
