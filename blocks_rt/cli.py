@@ -171,8 +171,8 @@ def _parser() -> argparse.ArgumentParser:
                        ENVIRONMENT + " Read here: BLOCKS_RT_OUTBOX_DSN.")
     p_outbox.add_argument("action", choices=["init"], help="init: create the table (safe to run again)")
     p_outbox.add_argument("--dsn", help="default: BLOCKS_RT_OUTBOX_DSN")
-    from . import contract
-    p_site = contract.add_parser(sub).add_parser(
+    from . import spec
+    p_site = spec.add_parser(sub).add_parser(
         "site", help="the spec notebooks, with their stored outputs, as a static HTML site (blocks_rt.site)")
     p_site.add_argument("out_dir", type=Path)
     p_site.add_argument("--notebooks", type=Path, default=Path("notebooks"), help="default: notebooks/")
@@ -194,9 +194,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"wrote {len(pages)} pages; open {pages[0].resolve().as_uri()}", file=sys.stderr)
         return
     if args.command == "spec":  # the contract comes from the models alone: no settings needed
-        from . import contract
+        from . import spec
 
-        contract.run(args)
+        spec.run(args)
         return
     for warning in unknown_variables():
         print(f"WARNING: {warning}", file=sys.stderr)

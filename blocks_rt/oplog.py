@@ -12,19 +12,32 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import sys
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import orjson
 from aiohttp import web
 
-from .preflight import redacted
 from .settings import Settings
+
+_KEYWORD_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]+)")
+
+
+def redacted(url: str) -> str:
+    """`url` (or a `key=value` PostgreSQL DSN) with its password replaced: fit for a message or a log line."""
+    parts = urlsplit(url)
+    if "://" in url and parts.password is not None:
+        host = parts.hostname or ""
+        netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+        url = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    return _KEYWORD_PASSWORD.sub(r"\1***", url)  # key=value DSNs, and URLs' ?password=
+
 
 log = logging.getLogger("blocks_rt.ops")
 _FIELDS = "blocks_rt_fields"  # the LogRecord attribute holding an event's fields

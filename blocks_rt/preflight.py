@@ -7,15 +7,14 @@ from __future__ import annotations
 import asyncio
 import errno
 import importlib
-import re
 import socket
 from collections.abc import Awaitable, Callable
-from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import ValidationError
 
 from .auth import TokenVerifier
 from .directory import JsonUserDirectory
+from .oplog import redacted
 from .settings import Settings
 
 ATTEMPTS = 3  # for Redis and PostgreSQL: about two seconds in all, then refuse
@@ -27,17 +26,6 @@ class StartupRefused(Exception):
     """The gateway cannot start as configured; the message says what to change."""
 
 
-_KEYWORD_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]+)")
-
-
-def redacted(url: str) -> str:
-    """`url` (or a `key=value` PostgreSQL DSN) with its password replaced: fit for a message or a log line."""
-    parts = urlsplit(url)
-    if "://" in url and parts.password is not None:
-        host = parts.hostname or ""
-        netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
-        url = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-    return _KEYWORD_PASSWORD.sub(r"\1***", url)  # key=value DSNs, and URLs' ?password=
 
 
 def check_packages(settings: Settings) -> None:

@@ -18,7 +18,7 @@ import referencing
 import socketio
 import yaml
 
-from blocks_rt import contract
+from blocks_rt import contract, spec
 from blocks_rt import events as ev
 from blocks_rt import examples as ex
 from blocks_rt import messages as msg
@@ -71,7 +71,7 @@ def client_file(event: str, kind: str = "client") -> str:
 
 # --- the committed files are exactly what the code generates ---------------------------------------------
 def test_committed_spec_is_what_the_models_generate() -> None:
-    expected = contract.artifacts()
+    expected = spec.artifacts()
     committed = {str(p.relative_to(SPEC)): p.read_text() for p in SPEC.rglob("*") if p.is_file()}
     assert sorted(committed) == sorted(expected), REGENERATE
     stale = [path for path, text in expected.items() if committed[path] != text]
@@ -100,7 +100,7 @@ def test_cli_generates_the_same_bytes_in_another_process(tmp_path: Path) -> None
     cli("all", "-o", "out")
     written = {str(p.relative_to(tmp_path / "out")): p.read_text() for p in (tmp_path / "out").rglob("*")
                if p.is_file()}
-    assert written == contract.artifacts()
+    assert written == spec.artifacts()
     assert cli("asyncapi") == (SPEC / "asyncapi.yaml").read_text()
     cli("typescript", "-o", "types.d.ts")
     assert (tmp_path / "types.d.ts").read_text() == (SPEC / "blocks-rt.d.ts").read_text()

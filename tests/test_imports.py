@@ -15,6 +15,8 @@ ENGINE_REACHES_UP = {
     ("blocks_rt.engine.server", "blocks_rt.messages"),
     ("blocks_rt.engine.admin", "blocks_rt.presence"),
     ("blocks_rt.engine.admin", "blocks_rt.settings"),
+    ("blocks_rt.engine.admin", "blocks_rt.metrics"),
+    ("blocks_rt.engine.admin", "blocks_rt.guessing"),
 }
 
 
