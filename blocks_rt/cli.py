@@ -173,9 +173,11 @@ def _parser() -> argparse.ArgumentParser:
     p_outbox.add_argument("--dsn", help="default: BLOCKS_RT_OUTBOX_DSN")
     from . import spec
     p_site = spec.add_parser(sub).add_parser(
-        "site", help="the spec notebooks, with their stored outputs, as a static HTML site (blocks_rt.site)")
+        "site", help="the documentation pages and the spec notebooks (with their stored outputs) as one static HTML "
+                     "site (blocks_rt.site)")
     p_site.add_argument("out_dir", type=Path)
     p_site.add_argument("--notebooks", type=Path, default=Path("notebooks"), help="default: notebooks/")
+    p_site.add_argument("--docs", type=Path, help="default: docs/ when there is one; a folder of markdown pages")
     return parser
 
 
@@ -190,7 +192,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             from . import site
         except ModuleNotFoundError as exc:  # nbconvert comes with the notebooks extra
             parser.error(f"{exc.name} is missing: pip install 'blocks-rt[notebooks]'")
-        pages = site.build(args.notebooks, args.out_dir)
+        docs = args.docs if args.docs is not None else Path("docs") if Path("docs").is_dir() else None
+        if docs is not None and not docs.is_dir():
+            parser.error(f"--docs {docs}: no such folder")
+        pages = site.build(args.notebooks, args.out_dir, docs)
         print(f"wrote {len(pages)} pages; open {pages[0].resolve().as_uri()}", file=sys.stderr)
         return
     if args.command == "spec":  # the contract comes from the models alone: no settings needed

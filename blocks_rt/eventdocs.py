@@ -93,6 +93,8 @@ def events_markdown() -> str:
     domain, domain_defs = _definitions(ev.DOMAIN_EVENTS.values(), "validation")
     parts = [f"""# Events
 
+Every event a phone receives or sends, and every domain event a backend publishes, with its fields.
+
 Generated from the models of `blocks_rt` by `blocks-rt spec events`: do not edit by hand. The same models give
 `spec/asyncapi.yaml` (the Socket.IO side), `spec/openapi.yaml` (the HTTP side), `spec/schemas/` and
 `spec/blocks-rt.d.ts`.

@@ -1,10 +1,12 @@
-"""`blocks-rt spec site OUT_DIR`: the spec notebooks, with their stored outputs, as a static HTML site.
+"""`blocks-rt spec site OUT_DIR`: the documentation pages and the spec notebooks, with their stored outputs, as one
+static HTML site with one navigation (the docs first, in reading order, then the notebooks).
 
-Every notebook of `notebooks/` (in name order) becomes a page through nbconvert's JupyterLab HTML export:
+Every page of `docs/` is a notebook of one markdown cell made here (links to other pages point to their HTML), and
+every notebook of `notebooks/` (in name order) becomes a page through nbconvert's JupyterLab HTML export:
 prose, tables and charts as they were stored, each code cell folded under a one-line summary (what it
-checks, when it holds asserts), links to the previous and next notebook and the index. `index.html` is
-itself a notebook made here and exported the same way: each notebook's title and the one-line promise of
-its first markdown cell. Nothing is executed and no page loads anything from the internet.
+checks, when it holds asserts), links to the previous and next page and the index. `index.html` is itself a
+notebook made here and exported the same way: each page's title and the one-line promise of its first markdown
+cell, under "Documentation" and "Notebooks". Nothing is executed and no page loads anything from the internet.
 Cells tagged `remove-cell` are left out; `remove-input` shows a cell's outputs alone.
 """
 
@@ -21,6 +23,9 @@ from nbconvert.preprocessors import Preprocessor, TagRemovePreprocessor
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "site_template"
 CHECKED_OUTPUT = "# NBVAL_CHECK_OUTPUT"
+# The order a newcomer reads docs/ in; a page not named here follows, in name order.
+READING_ORDER = ("contract", "events", "delivery-guarantees", "security", "threat-model", "multi-node", "outbox",
+                 "notebooks", "admin-ui", "engine", "performance", "development")
 
 
 @dataclass(frozen=True)
@@ -57,7 +62,7 @@ def promise_of(nb: Any) -> str:
     A notebook without one gives the first sentence of its first paragraph after the heading.
     """
     paragraphs = [p.strip() for p in re.split(r"\n\s*\n", _first_markdown(nb)) if p.strip()]
-    prose = [p for p in paragraphs if not p.startswith("#")]
+    prose = [p for p in paragraphs if not p.startswith(("#", "|", "-", "```"))]  # not a heading, table, list or code
     chosen = next((p for p in prose if p.startswith("**Promise**")), prose[0] if prose else "")
     text = " ".join(chosen.split())
     text = re.sub(r"^\*\*Promise\*\*\s*(\([^)]*\))?\s*:?\s*", "", text)
@@ -111,27 +116,50 @@ def _link(page: Page | None) -> dict[str, str] | None:
     return {"href": page.href, "title": plain(page.title)} if page else None
 
 
-def _index(pages: list[Page]) -> Any:
-    lines = ["# blocks-rt: the spec notebooks", "",
-             "Each notebook runs a real gateway with real clients and shows what each user receives; the test "
-             "suite runs every one of them and checks its tables and asserts. Code is folded: open it with ▸.", ""]
-    lines += [f"- [{page.title}]({page.href}): {page.promise}" for page in pages]
+def _index(docs: list[Page], notebooks: list[Page]) -> Any:
+    lines = ["# blocks-rt: the spec", ""]
+    if docs:
+        lines += ["## Documentation", ""] + [f"- [{page.title}]({page.href}): {page.promise}" for page in docs]
+        lines += [""]
+    lines += ["## Notebooks", "",
+              "Each notebook runs a real gateway with real clients and shows what each user receives; the test "
+              "suite runs every one of them and checks its tables and asserts. Code is folded: open it with ▸.", ""]
+    lines += [f"- [{page.title}]({page.href}): {page.promise}" for page in notebooks]
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("\n".join(lines))])
-    nb.metadata["title"] = "blocks-rt spec notebooks"
+    nb.metadata["title"] = "blocks-rt spec"
     return nb
 
 
-def build(notebooks: Path, out: Path) -> list[Path]:
-    """Render every `notebooks/*.ipynb` and the index into `out`; returns the files written, index first."""
+def _doc_order(source: Path) -> tuple[int, str]:
+    stem = source.stem
+    return (READING_ORDER.index(stem) if stem in READING_ORDER else len(READING_ORDER), stem)
+
+
+def doc_notebook(text: str) -> Any:
+    """A docs/ page as a notebook of one markdown cell: links to other pages point to their HTML page, and links
+    out of docs/ (to the repository's files, which the site does not carry) become the path as text."""
+    text = re.sub(r"\]\(([\w.-]+)\.md(#[^)]*)?\)", lambda m: f"]({m.group(1)}.html{m.group(2) or ''})", text)
+    text = re.sub(r"\[([^\]]+)\]\(\.\./([^)#]+)[^)]*\)", lambda m: f"{m.group(1)} (`{m.group(2)}` in the repository)",
+                  text)
+    return nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(text)])
+
+
+def build(notebooks: Path, out: Path, docs: Path | None = None) -> list[Path]:
+    """Render the index, every `docs/*.md` (when `docs` is given) and every `notebooks/*.ipynb` into `out`;
+    returns the files written, index first, then the pages in navigation order."""
     sources = sorted(notebooks.glob("*.ipynb"))
     if not sources:
         raise ValueError(f"no notebooks in {notebooks}")
-    books = [nbformat.read(source, as_version=4) for source in sources]
-    pages = [Page(source, title_of(nb, source), promise_of(nb)) for source, nb in zip(sources, books, strict=True)]
+    doc_sources = sorted(docs.glob("*.md"), key=_doc_order) if docs else []
+    books = [doc_notebook(source.read_text()) for source in doc_sources]
+    books += [nbformat.read(source, as_version=4) for source in sources]
+    every = doc_sources + sources
+    pages = [Page(source, title_of(nb, source), promise_of(nb)) for source, nb in zip(every, books, strict=True)]
     out.mkdir(parents=True, exist_ok=True)
     exporter = _exporter()
     index = out / "index.html"
-    index.write_text(exporter.from_notebook_node(_index(pages), resources={"site": None})[0], encoding="utf-8")
+    index_nb = _index(pages[:len(doc_sources)], pages[len(doc_sources):])
+    index.write_text(exporter.from_notebook_node(index_nb, resources={"site": None})[0], encoding="utf-8")
     written = [index]
     for n, (page, nb) in enumerate(zip(pages, books, strict=True)):
         nb.metadata["title"] = plain(page.title)

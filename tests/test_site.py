@@ -1,4 +1,4 @@
-"""The spec notebooks as a static site (site.py): every notebook renders, in order, linked, code folded."""
+"""The docs and the spec notebooks as one static site (site.py): every page renders, in order, linked, code folded."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_outp
 from blocks_rt import cli, site
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+DOCS = Path(__file__).resolve().parent.parent / "docs"
 PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
 
 
@@ -26,13 +27,17 @@ def external_resources(html: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    return site.build(NOTEBOOKS, tmp_path_factory.mktemp("site"))
+    return site.build(NOTEBOOKS, tmp_path_factory.mktemp("site"), DOCS)
+
+
+def doc_count() -> int:
+    return len(list(DOCS.glob("*.md")))
 
 
 def test_every_notebook_renders_with_its_charts_and_code_folded(built: list[Path]) -> None:
     sources = sorted(NOTEBOOKS.glob("*.ipynb"))
-    assert [p.name for p in built] == ["index.html"] + [f"{s.stem}.html" for s in sources]
-    for source, page in zip(sources, built[1:], strict=True):
+    assert [p.name for p in built[1 + doc_count():]] == [f"{s.stem}.html" for s in sources]
+    for source, page in zip(sources, built[1 + doc_count():], strict=True):
         nb = nbformat.read(source, as_version=4)
         html = page.read_text()
         charts = sum("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code" for o in c.outputs)
@@ -46,11 +51,30 @@ def test_every_notebook_renders_with_its_charts_and_code_folded(built: list[Path
         assert "Traceback" not in html, source.name
 
 
-def test_the_index_lists_every_notebook_in_order_with_its_promise(built: list[Path]) -> None:
+def test_every_docs_page_renders_in_reading_order_with_links_kept_inside_the_site(built: list[Path]) -> None:
+    docs = built[1:1 + doc_count()]
+    assert {p.name for p in docs} == {f"{s.stem}.html" for s in DOCS.glob("*.md")}
+    assert [p.stem for p in docs][:3] == list(site.READING_ORDER[:3])  # a newcomer's order, not the alphabet's
+    for page in docs:
+        soup = BeautifulSoup(page.read_text(), "html.parser")
+        hrefs = [a["href"] for a in soup.select("main a[href]")]
+        assert not [h for h in hrefs if h.endswith(".md") or ".md#" in h or h.startswith("../")], page.name
+        assert all((page.parent / h.split("#")[0]).exists() for h in hrefs if not h.startswith(("#", "http"))), page.name
+        assert external_resources(page.read_text()) == [], page.name
+    security = BeautifulSoup((built[0].parent / "security.html").read_text(), "html.parser")
+    assert "threat-model.html" in [a["href"] for a in security.select("main a[href]")]
+
+
+def test_the_index_lists_every_page_in_order_with_its_promise(built: list[Path]) -> None:
     index = built[0].read_text()
     items = BeautifulSoup(index, "html.parser").select("main li")
     assert [li.a["href"] for li in items] == [p.name for p in built[1:]]
-    for li, source in zip(items, sorted(NOTEBOOKS.glob("*.ipynb")), strict=True):
+    headings = [h.get_text().strip("¶ ") for h in BeautifulSoup(index, "html.parser").select("main h2")]
+    assert headings == ["Documentation", "Notebooks"]
+    for li in items[:doc_count()]:  # every docs page has a sentence of its own, not a table or list cut short
+        promise = li.get_text().removeprefix(li.a.get_text() + ": ")
+        assert promise[0].isupper() and promise.endswith(".") and "|" not in promise, li.a["href"]
+    for li, source in zip(items[doc_count():], sorted(NOTEBOOKS.glob("*.ipynb")), strict=True):
         nb = nbformat.read(source, as_version=4)
         assert li.a.get_text() == site.title_of(nb, source).replace("`", "")
         promise = li.get_text().removeprefix(li.a.get_text() + ": ")
