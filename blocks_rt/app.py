@@ -19,14 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from . import oplog
+from . import admin, oplog
 from .broker import Broker
 from .broker.memory import MemoryBroker
 from .bus import EventBus
 from .delivery import LocalDelivery
 from .directory import JsonUserDirectory, UserDirectory
 from .dispatcher import Dispatcher
-from .engine import admin
 from .gateway import Gateway, socketio_server
 from .guessing import throttle
 from .http_api import HttpApi

@@ -15,13 +15,12 @@ from typing import Any
 
 from aiohttp import web
 
-from . import oplog, preflight
+from . import admin, oplog, preflight
 from .app import create_app
 from .auth import TokenVerifier, mint_token
 from .banner import DEV_USER, dev_banner
 from .devsecrets import DEV_FILE, with_dev_secrets
 from .directory import JsonUserDirectory
-from .engine import admin
 from .events import Model
 from .settings import Settings, SettingsError, unknown_variables
 

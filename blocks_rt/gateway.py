@@ -49,6 +49,7 @@ def socketio_server(settings: Settings) -> GatewayServer:
     allowed = frozenset(settings.cors_origins)
     sio = GatewayServer(
         client_events=msg.CLIENT_EVENTS,
+        unknown_event_ack=msg.error_ack(ClientRequestError("unknown event", code="unknown_event")),
         connect_timeout=settings.connect_timeout_s,
         max_connect_attempts=settings.max_connect_attempts,
         # Only /mobile: stock python-socketio also accepts "/" with no handler, i.e. with no authentication.

@@ -1,4 +1,4 @@
-"""The Socket.IO Admin UI on the gateway (engine/admin.py): off by default, never open, true to blocks-rt's engine."""
+"""The Socket.IO Admin UI on the gateway (admin.py, engine/admin.py): off by default, never open, true to the engine."""
 
 from __future__ import annotations
 
@@ -15,11 +15,12 @@ import socketio
 from samples import envelope
 from security_kit import RawSocket
 
-from blocks_rt import cli
+from blocks_rt import admin, cli
 from blocks_rt.app import create_app
 from blocks_rt.banner import dev_banner
 from blocks_rt.client import ClientError
-from blocks_rt.engine import admin
+from blocks_rt.engine import admin as engine_admin
+from blocks_rt.engine.admin import ADMIN_NAMESPACE, UI_DIR
 from blocks_rt.settings import NAMESPACE, Settings
 from blocks_rt.testing.lab import Lab, lab_settings
 
@@ -35,14 +36,14 @@ class AdminClient:
         self.sio = socketio.AsyncClient(reconnection=False)
         self.events: list[tuple[str, tuple[Any, ...]]] = []
         self._arrived = asyncio.Event()
-        self.sio.on("*", self._record, namespace=admin.NAMESPACE)
+        self.sio.on("*", self._record, namespace=ADMIN_NAMESPACE)
 
     async def _record(self, event: str, *args: Any) -> None:
         self.events.append((event, args))
         self._arrived.set()
 
     async def connect(self, lab: Lab, password: str = PASSWORD, user: str = "admin") -> None:
-        await self.sio.connect(lab.url, namespaces=[admin.NAMESPACE], transports=["websocket"],
+        await self.sio.connect(lab.url, namespaces=[ADMIN_NAMESPACE], transports=["websocket"],
                                auth={"username": user, "password": password}, wait_timeout=5)
 
     async def wait_for(self, event: str, match: Callable[[tuple[Any, ...]], bool] = lambda args: True,
@@ -129,8 +130,8 @@ async def test_the_ui_is_served_and_loads_nothing_from_the_internet(make_lab: Ma
 
 
 def test_every_icon_the_ui_names_is_in_the_vendored_icon_font() -> None:
-    icons = (admin.UI_DIR / "css" / "materialdesignicons.min.css").read_text()
-    used = {name for js in (admin.UI_DIR / "js").glob("*.js") for name in re.findall(r'"(mdi-[a-z0-9-]+)"', js.read_text())}
+    icons = (UI_DIR / "css" / "materialdesignicons.min.css").read_text()
+    used = {name for js in (UI_DIR / "js").glob("*.js") for name in re.findall(r'"(mdi-[a-z0-9-]+)"', js.read_text())}
     assert used and not {name for name in used if f".{name}::before" not in icons and f".{name}:before" not in icons}
 
 
@@ -189,12 +190,12 @@ async def test_the_admin_sees_connects_rooms_and_events_live(make_lab: MakeLab, 
     await admin_client.wait_for("socket_disconnected", lambda a: a[:2] == (NAMESPACE, socket_["id"]))
     connected = [a[0]["id"] for name, a in admin_client.events if name == "socket_connected" and a[0]["nsp"] == NAMESPACE]
     assert connected == [socket_["id"]]
-    assert lab.blocks.gateway.sio.manager._timestamps.keys() == {admin_client.sio.get_sid(admin.NAMESPACE)}
+    assert lab.blocks.gateway.sio.manager._timestamps.keys() == {admin_client.sio.get_sid(ADMIN_NAMESPACE)}
 
 
 async def test_event_reports_are_capped_per_second(make_lab: MakeLab, admin_client: AdminClient,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(admin, "EVENT_REPORTS_PER_S", 5)
+    monkeypatch.setattr(engine_admin, "EVENT_REPORTS_PER_S", 5)
     lab = await make_lab(**ADMIN_ON, event_rate=0)
     clients = [await lab.client(user) for user in ("usr_amira", "usr_ben", "usr_chloe")]
     await admin_client.connect(lab)
@@ -228,7 +229,7 @@ async def test_read_only_ignores_admin_actions_read_write_performs_them(make_lab
         await watcher.connect(lab)
         (sockets,) = await watcher.wait_for("all_sockets")
         (sid,) = [s["id"] for s in sockets if s["nsp"] == NAMESPACE]
-        await watcher.sio.emit("_disconnect", (NAMESPACE, False, sid), namespace=admin.NAMESPACE)
+        await watcher.sio.emit("_disconnect", (NAMESPACE, False, sid), namespace=ADMIN_NAMESPACE)
         if read_only:
             # Nothing can say "ignored" but time: the read-write branch below sees the disconnect well within it.
             with pytest.raises(TimeoutError):
@@ -271,7 +272,7 @@ async def test_a_password_guesser_gets_one_try_per_wait_and_is_logged_without_it
         for n in range(0, 200, 5):  # five CONNECTs per engine connection, the most it may send
             raw = await RawSocket.open(lab.url)
             for guess in [f"guess-{n + i}" for i in range(4)] + [PASSWORD]:
-                answers.append(str(await raw.connect({"username": "admin", "password": guess}, admin.NAMESPACE)))
+                answers.append(str(await raw.connect({"username": "admin", "password": guess}, ADMIN_NAMESPACE)))
             await raw.close()
     checked = [a for a in answers if a == '44/admin,{"message":"invalid credentials"}']
     refused = [a for a in answers if a.startswith('44/admin,{"message":"too many failed logins: retry in ')]

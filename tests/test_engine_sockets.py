@@ -18,7 +18,8 @@ from samples import envelope
 from security_kit import RawSocket, authed
 
 from blocks_rt.engine.sockets import LeanSocket
-from blocks_rt.engine.websocket import WebSocketConnection, text_frame
+from blocks_rt.engine.websocket import WebSocketConnection
+from blocks_rt.engine.wire import text_frame
 from blocks_rt.rooms import user_room
 from blocks_rt.settings import NAMESPACE
 from blocks_rt.testing.lab import Lab

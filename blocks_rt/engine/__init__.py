@@ -7,7 +7,8 @@ fails with one list. Public seams are used where they exist: the client manager 
 `socketio.AsyncServer(client_manager=...)`, an aiohttp websocket's transport and back-pressure are read from
 the request's protocol (`transport`, `writing_paused`), a handshake is checked with
 `WebSocketResponse.can_prepare`, rooms are read with `bidict.items()`, queued packets go through
-`LeanSocket.push`. What each module replaces upstream, and why:
+`LeanSocket.push`. It imports nothing of the app: what it needs of it (the answer to an unknown client event,
+who the admin is and what it sees of a socket) is handed in. What each module replaces upstream, and why:
 
 - `server.py`: the Engine.IO and Socket.IO servers, narrowed (JSON only, packet and handshake guards,
   prompt answers to oversized long-polling requests) and made to answer as Node's engine.io does where
@@ -29,12 +30,15 @@ the request's protocol (`transport`, `writing_paused`), a handshake is checked w
   Private: aiohttp's request handler's `_message_tail`, and the behaviour of its `start`,
   `finish_response` and `connection_lost` that lets a handler forget its connection and return without
   anything written or closed.
+- `wire.py`: the frames both websockets write (sockets.py and websocket.py talk through the protocols each
+  declares, not each other's modules), and the cap on a websocket's kernel send buffer (no upstream names).
 - `manager.py`: the client manager's fan-out: one encoded frame per event, one write per socket per batch.
   Public names of python-socketio's manager, over its internal room structure.
 - `deadlines.py`: one event-loop timer for every connection's handshake timeout, pings, pong deadlines and
   token expiry (no upstream names).
 - `admin.py`: the Socket.IO Admin UI (python-socketio's `InstrumentedAsyncServer`, subclassed) fitted to
   this engine: it reports what the fast manager delivers, undoes upstream's process-wide patches of
-  python-engineio's socket class, and never shows a user's token. Private: the originals upstream keeps
+  python-engineio's socket class, and never shows a user's token; the app configures it (`AdminConfig`) and
+  hands it the login throttle and what to show of a socket. Private: the originals upstream keeps
   under mangled names, `AsyncServer._handle_event`, the manager's `_timestamps`.
 """

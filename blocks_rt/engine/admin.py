@@ -1,20 +1,21 @@
 """The Socket.IO Admin UI on the gateway: python-socketio's instrumentation, fitted to blocks-rt's engine.
 
-`BLOCKS_RT_ADMIN=true` instruments the server as `AsyncServer.instrument()` does (the `/admin` namespace,
-read-only unless `BLOCKS_RT_ADMIN_READ_ONLY=false`, the node id as server id) and serves the vendored UI
-(`admin_ui/`) at `/admin/`. Off, nothing is instrumented and nothing is served.
+`mount` instruments the server as `AsyncServer.instrument()` does (the `/admin` namespace, read-only unless
+configured otherwise, the node id as server id) and serves the vendored UI (`admin_ui/`) at `/admin/`. The app
+decides whether the admin is on and who it is (`AdminConfig`; blocks_rt/admin.py fills it from the settings), and
+hands in what an admin sees of a socket (`socket_data`) and the login throttle (`LoginThrottle`).
 
 Upstream assumes the stock client manager and engine sockets; blocks-rt replaced both, so `GatewayAdmin`
 (a subclass of upstream's `InstrumentedAsyncServer`) keeps its reports true:
 - events fanned out through `FastManager.emit_many` (every delivery) are reported as the events of the stock
   `emit`, one report per recipient;
-- a socket is reported once its connect handler accepted it, with its user id and rooms (upstream reports it
-  before authentication, and never forgets one that was refused);
+- a socket is reported once its connect handler accepted it, with what `socket_data` gives of it and its rooms
+  (upstream reports it before authentication, and never forgets one that was refused);
 - each socket's own room is reported as in stock python-socketio (the fast manager keeps none);
 - users' credentials are redacted (the `Authorization` header of the handshake, the token of `auth:refresh`);
-- failed logins are throttled per client address (`guessing.GuessThrottle`): a growing wait between tries,
-  then a refusal for minutes; a try before its time is refused without its password being checked, and taken
-  up only after a pause (a second at most);
+- failed logins are throttled per client address (`LoginThrottle`): a try the throttle says must wait is refused
+  without its password being checked, and a login from an address that failed lately is taken up only after a
+  pause (a second at most);
 - with no admin connected nothing is reported (the upstream wrappers still build every report), and at most
   `EVENT_REPORTS_PER_S` events a second are (sockets, rooms and stats always are);
 - the engine-wide patches of python-engineio's `AsyncSocket` (packet and byte counts) are undone: they wrap
@@ -29,11 +30,12 @@ from __future__ import annotations
 import hmac
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from aiohttp import web
@@ -42,15 +44,10 @@ from socketio import AsyncServer
 from socketio.async_admin import InstrumentedAsyncServer
 from socketio.exceptions import ConnectionRefusedError
 
-from ..guessing import GuessThrottle, throttle
-from ..metrics import Metrics
-from ..presence import Presence
-from ..settings import Settings
 from .manager import Emit
 
 UI_DIR = Path(__file__).resolve().parent.parent / "admin_ui"
-NAMESPACE = "/admin"
-MIN_PASSWORD_CHARS = 12
+ADMIN_NAMESPACE = "/admin"
 # Events reported to admins per second and node, at most: the UI is read by people, and a report per delivery
 # costs more than the delivery (uncapped, a watched fan-out fell from about 180,000 to 12,000 deliveries/s).
 EVENT_REPORTS_PER_S = 1000
@@ -61,16 +58,31 @@ REDACTED = "[redacted]"
 _ENGINE_WIDE_PATCHES = ("handle_post_request", "_websocket_handler", "_send_ping")
 
 
-def check(settings: Settings) -> None:
-    """Refuse an admin that would be open: on, it needs a user and a password of at least 12 characters."""
-    if not settings.admin:
-        return
-    if not settings.admin_password:
-        raise ValueError("BLOCKS_RT_ADMIN=true needs BLOCKS_RT_ADMIN_PASSWORD: the admin UI is never open")
-    if len(settings.admin_password) < MIN_PASSWORD_CHARS:
-        raise ValueError(f"BLOCKS_RT_ADMIN_PASSWORD must have at least {MIN_PASSWORD_CHARS} characters")
-    if not settings.admin_user:
-        raise ValueError("BLOCKS_RT_ADMIN_USER must not be empty")
+@dataclass(frozen=True)
+class AdminConfig:
+    """Who the admin is, and whether it may act (emit, join, leave, disconnect) or only watch."""
+
+    user: str
+    password: str = field(repr=False)
+    read_only: bool = True
+
+
+class LoginThrottle(Protocol):
+    """Failed admin logins per client address (the app's `guessing.GuessThrottle`)."""
+
+    def wait_s(self, address: str) -> float:
+        """Seconds before `address` may try again (0: now)."""
+
+    async def slow_answer(self, address: str) -> None:
+        """Wait before taking up a try of `address`, if it failed lately."""
+
+    def failed(self, address: str) -> None: ...
+
+    def succeeded(self, address: str) -> None: ...
+
+
+# What an admin is shown as a socket's data (`sid` → mapping); None shows none.
+SocketData = Callable[[str], Mapping[str, Any] | None]
 
 
 def _redacted(arg: Any) -> Any:
@@ -80,14 +92,14 @@ def _redacted(arg: Any) -> Any:
 class GatewayAdmin(InstrumentedAsyncServer):  # type: ignore[misc]
     """python-socketio's admin instrumentation over blocks-rt's fast manager and lean sockets."""
 
-    def __init__(self, sio: AsyncServer, presence: Presence, guesses: GuessThrottle, *, user: str, password: str,
-                 read_only: bool, server_id: str) -> None:
-        self._presence = presence
-        self._guesses = guesses
-        self._credentials = (user.encode(), password.encode())
+    def __init__(self, sio: AsyncServer, config: AdminConfig, *, logins: LoginThrottle, socket_data: SocketData,
+                 server_id: str) -> None:
+        self._socket_data = socket_data
+        self._logins = logins
+        self._credentials = (config.user.encode(), config.password.encode())
         self._reports_left, self._reports_since = EVENT_REPORTS_PER_S, 0.0
-        sio.namespaces = [*sio.namespaces, NAMESPACE]  # GatewayServer refuses namespaces it was not given
-        super().__init__(sio, auth=self._authorized, namespace=NAMESPACE, read_only=read_only,
+        sio.namespaces = [*sio.namespaces, ADMIN_NAMESPACE]  # GatewayServer refuses namespaces it was not given
+        super().__init__(sio, auth=self._authorized, namespace=ADMIN_NAMESPACE, read_only=config.read_only,
                          server_id=server_id, mode="development")
 
     def instrument(self) -> None:
@@ -113,15 +125,15 @@ class GatewayAdmin(InstrumentedAsyncServer):  # type: ignore[misc]
     async def admin_connect(self, sid: str, environ: dict[str, Any], client_auth: Any) -> None:
         """Upstream's login, unless the client's address still waits after failed ones."""
         address = environ.get("REMOTE_ADDR", "")
-        wait = self._guesses.wait_s(address)
+        wait = self._logins.wait_s(address)
         if wait:
             raise ConnectionRefusedError(f"too many failed logins: retry in {math.ceil(wait)} s")
         try:
             await super().admin_connect(sid, environ, client_auth)
         except ConnectionRefusedError:
-            self._guesses.failed(address)
+            self._logins.failed(address)
             raise
-        self._guesses.succeeded(address)
+        self._logins.succeeded(address)
 
     def _authorized(self, auth: Any) -> bool:
         """The configured user and password, or refused with the message the UI knows (as Node's admin says)."""
@@ -137,8 +149,8 @@ class GatewayAdmin(InstrumentedAsyncServer):  # type: ignore[misc]
         """A login from an address that failed lately is taken up only after its wait (at most a second): a guesser
         waiting for answers sends about one try a second. Before python-socketio's connect, which makes the socket
         a member of the namespace (its broadcasts, the server stats, would reach it while it waited)."""
-        if namespace == NAMESPACE:
-            await self._guesses.slow_answer(self.sio.environ.get(eio_sid, {}).get("REMOTE_ADDR", ""))
+        if namespace == ADMIN_NAMESPACE:
+            await self._logins.slow_answer(self.sio.environ.get(eio_sid, {}).get("REMOTE_ADDR", ""))
             if eio_sid not in self.sio.environ:  # gone meanwhile
                 return
         await self._handle_gateway_connect(eio_sid, namespace, data)
@@ -150,13 +162,13 @@ class GatewayAdmin(InstrumentedAsyncServer):  # type: ignore[misc]
         return bool(self._allowed_origin(origin, environ))
 
     async def _handle_event(self, eio_sid: str, namespace: str | None, id: int | None, data: list[Any]) -> None:
-        if namespace == NAMESPACE:  # emit/join/leave/_disconnect when not read-only; dropped otherwise
+        if namespace == ADMIN_NAMESPACE:  # emit/join/leave/_disconnect when not read-only; dropped otherwise
             await AsyncServer._handle_event(self.sio, eio_sid, namespace, id, data)
         else:
             await self._handle_gateway_event(eio_sid, namespace, id, data)
 
     def _watched(self) -> bool:
-        return bool(self.sio.manager.rooms.get(NAMESPACE, {}).get(None))
+        return bool(self.sio.manager.rooms.get(ADMIN_NAMESPACE, {}).get(None))
 
     def _report_budget(self) -> int:
         """Event reports left in this second (those over it are not sent)."""
@@ -176,11 +188,12 @@ class GatewayAdmin(InstrumentedAsyncServer):  # type: ignore[misc]
                 self.sio.manager._timestamps.pop(sid, None)
                 if self._watched():
                     await self.sio.emit("socket_disconnected", (namespace, sid, args[1], self._now()),
-                                        namespace=NAMESPACE)
+                                        namespace=ADMIN_NAMESPACE)
             elif self._watched() and self._report_budget():
                 self._reports_left -= 1
                 received = (event, *(_redacted(arg) for arg in args[1:]))
-                await self.sio.emit("event_received", (namespace, sid, received, self._now()), namespace=NAMESPACE)
+                await self.sio.emit("event_received", (namespace, sid, received, self._now()),
+                                    namespace=ADMIN_NAMESPACE)
             return await self._trigger(event, namespace, *args)
         t = time.time()
         accepted = await self._trigger(event, namespace, *args)  # raises ConnectionRefusedError when refused
@@ -189,7 +202,7 @@ class GatewayAdmin(InstrumentedAsyncServer):  # type: ignore[misc]
             if self._watched():
                 eio_sid = self.sio.manager.eio_sid_from_sid(sid, namespace)
                 await self.sio.emit("socket_connected", (self.serialize_socket(sid, namespace, eio_sid), self._now(t)),
-                                    namespace=NAMESPACE)
+                                    namespace=ADMIN_NAMESPACE)
                 if not self.sio.eio._get_socket(eio_sid).upgraded:  # report the websocket upgrade when it comes
                     self.sio.start_background_task(self._check_for_upgrade, eio_sid, sid, namespace)
         return accepted
@@ -199,9 +212,9 @@ class GatewayAdmin(InstrumentedAsyncServer):  # type: ignore[misc]
         headers = socket["handshake"]["headers"]
         socket["handshake"]["headers"] = {k: REDACTED if k in SECRET_HEADERS else v for k, v in headers.items()}
         socket["rooms"] = [sid, *socket["rooms"]]
-        info = self._presence.get(sid) if namespace != NAMESPACE else None
-        if info is not None:
-            socket["data"] = {"userId": info.user_id}
+        data = self._socket_data(sid) if namespace != ADMIN_NAMESPACE else None
+        if data is not None:
+            socket["data"] = data
         return socket
 
     def _reports_room(self, sid: str, room: Any) -> bool:
@@ -228,7 +241,7 @@ class GatewayAdmin(InstrumentedAsyncServer):  # type: ignore[misc]
 
     async def _report_emit_many(self, namespace: str, emits: Sequence[Emit]) -> None:
         await self._emit_many(namespace, emits)
-        if namespace == NAMESPACE or not self._watched() or not self._report_budget():
+        if namespace == ADMIN_NAMESPACE or not self._watched() or not self._report_budget():
             return
         manager = self.sio.manager
         recipients = ((sid, event, orjson.loads(data) if isinstance(data, bytes) else data)
@@ -238,17 +251,12 @@ class GatewayAdmin(InstrumentedAsyncServer):  # type: ignore[misc]
         self._reports_left -= len(reports)
         now = self._now()
         for sid, event, data in reports:  # several arguments: python-socketio's own emit path, one per recipient
-            await self.sio.emit("event_sent", (namespace, sid, [event, data], now), namespace=NAMESPACE)
+            await self.sio.emit("event_sent", (namespace, sid, [event, data], now), namespace=ADMIN_NAMESPACE)
 
-def setup(app: web.Application, sio: AsyncServer, presence: Presence, metrics: Metrics, settings: Settings,
-          server_id: str) -> None:
-    """Instrument `sio` and serve the UI at /admin/ if the admin is on (see `check`)."""
-    check(settings)
-    if not settings.admin:
-        return
-    admin = GatewayAdmin(sio, presence, throttle("admin_login", metrics, settings), user=settings.admin_user,
-                         password=settings.admin_password or "", read_only=settings.admin_read_only,
-                         server_id=server_id)
+def mount(app: web.Application, sio: AsyncServer, config: AdminConfig, *, logins: LoginThrottle,
+          socket_data: SocketData, server_id: str) -> None:
+    """Instrument `sio` and serve the UI at /admin/."""
+    admin = GatewayAdmin(sio, config, logins=logins, socket_data=socket_data, server_id=server_id)
 
     async def index(request: web.Request) -> web.FileResponse:
         return web.FileResponse(UI_DIR / "index.html")

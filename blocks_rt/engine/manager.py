@@ -25,7 +25,7 @@ from engineio import packet as eio_packet
 from orjson import Fragment
 
 from .sockets import LeanSocket
-from .websocket import text_frame
+from .wire import text_frame
 
 Emit = tuple[str, Any, Any, Sequence[str]]
 """(event, data, room or socket id, socket ids to skip): one event for one room. A plain tuple: one per event.

@@ -3,7 +3,8 @@
 `GatewayServer` sees every Socket.IO packet before python-socketio does. It speaks JSON only: a binary
 frame or a BINARY_EVENT/BINARY_ACK packet (with its `_placeholder` attachments) closes the connection, as
 does a packet that does not parse or has the wrong shape (Node's Socket.IO closes on a parse error too).
-Client events are dispatched only if the gateway defines them. An engine connection that has no namespace
+Client events are dispatched only if the gateway names them (another, sent with an ack id, is answered with the
+gateway's `unknown_event_ack`: the engine knows no event of the app). An engine connection that has no namespace
 connected is closed after `connect_timeout` (Node's `connectTimeout`), and one that sends more than
 `max_connect_attempts` namespace CONNECT packets (token guessing, namespace spraying) is closed. So is one that
 sends more than `MAX_STRAY_PACKETS` packets to namespaces it is not connected to (refused, ended, disconnected:
@@ -36,12 +37,10 @@ from aiohttp import web
 from engineio.async_drivers import aiohttp as aiohttp_driver
 from socketio import packet
 
-from ..errors import ClientRequestError
-from ..messages import error_ack
 from .deadlines import Deadline, Deadlines
 from .manager import FastManager
 from .sockets import FastWebSocket, LeanSocket, SlowConsumerHook, adopt
-from .websocket import WebSocketConnection
+from .websocket import WebSocketConnection, take_over
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +106,11 @@ class GatewayEngine(engineio.AsyncServer):  # type: ignore[misc]
         self.websocket_compression = compress
         self._async = {**self._async, "websocket": websocket, "translate_request": translate_request}
 
+    def take_over(self, socket: LeanSocket, environ: dict[str, Any]) -> web.StreamResponse | None:
+        """A direct websocket's handshake answered here and its transport taken from aiohttp; None if it stays
+        aiohttp's (see websocket.py)."""
+        return take_over(socket, environ, self.websocket_compression)
+
     def attach(self, app: web.Application, engineio_path: str = "engine.io") -> None:
         super().attach(app, engineio_path)
         app.router.add_route("*", f"/{engineio_path.strip('/')}/", self._bad_method)
@@ -152,11 +156,13 @@ class GatewayServer(socketio.AsyncServer):  # type: ignore[misc]
     engine connection open forever without a namespace; here all of that is refused before dispatch.
     """
 
-    def __init__(self, *, client_events: Collection[str], connect_timeout: float, max_connect_attempts: int,
-                 websocket_compression: bool = False, **kwargs: Any) -> None:
+    def __init__(self, *, client_events: Collection[str], unknown_event_ack: Any, connect_timeout: float,
+                 max_connect_attempts: int, websocket_compression: bool = False, **kwargs: Any) -> None:
+        """`unknown_event_ack`: the answer (JSON) to an event not in `client_events` sent with an ack id."""
         super().__init__(client_manager=FastManager(), **kwargs)
         self.eio.use_websocket(compress=websocket_compression)
         self._client_events = frozenset(client_events)
+        self._unknown_event_ack = unknown_event_ack
         self._connect_timeout = connect_timeout
         self._max_connect_attempts = max_connect_attempts
         self._connect_attempts: dict[str, int] = {}
@@ -307,6 +313,5 @@ class GatewayServer(socketio.AsyncServer):  # type: ignore[misc]
         namespace = namespace or "/"
         sid = self.manager.sid_from_eio_sid(eio_sid, namespace)
         if id is not None and sid is not None and self.manager.is_connected(sid, namespace):
-            error = ClientRequestError("unknown event", code="unknown_event")
             await self._send_packet(eio_sid, self.packet_class(
-                packet.ACK, namespace=namespace, id=id, data=[error_ack(error)]))
+                packet.ACK, namespace=namespace, id=id, data=[self._unknown_event_ack]))

@@ -30,8 +30,8 @@ Where this departs from stock, it follows the Engine.IO v4 protocol and Node's s
   (stalled) if none does within `pingTimeout`.
 A closing websocket that cannot flush (a vanished or non-reading peer) is aborted `pingTimeout` later.
 
-A socket writes to one of two websockets, through the same few methods (`ready_transport`, `writelines`,
-`send`, `close`, `abort`): a `websocket.WebSocketConnection`, which a websocket opened directly and
+A socket writes to one of two websockets, through the same few methods (`WebSocket`: `ready_transport`,
+`writelines`, `send`, `close`, `abort`): a `websocket.WebSocketConnection`, which a websocket opened directly and
 uncompressed is taken over to at the handshake (nothing of aiohttp's request stays alive), or aiohttp's
 (`FastWebSocket`: compressed, or upgraded from long-polling), read by `_websocket_handler`.
 
@@ -44,9 +44,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
-from aiohttp.web import WebSocketResponse
+from aiohttp.web import StreamResponse, WebSocketResponse
 from aiohttp.web_protocol import RequestHandler
 from engineio import exceptions
 from engineio import packet as eio_packet
@@ -55,7 +55,7 @@ from engineio.async_socket import AsyncSocket
 from engineio.payload import Payload
 
 from .deadlines import Deadline
-from .websocket import WebSocketConnection, bound_send_buffer, take_over, text_frame
+from .wire import bound_send_buffer, text_frame
 
 SlowConsumerHook = Callable[[str], str | None]
 PACKET_OVERHEAD = 256  # bytes of Python objects per queued packet beyond its data (Packet, its dict, the str)
@@ -63,6 +63,29 @@ PACKET_OVERHEAD = 256  # bytes of Python objects per queued packet beyond its da
 # (a client sends one at a time) is held back, as TCP holds back a websocket whose writing is paused.
 POLL_HIGH_WATER = 64 * 1024
 """Told an engine session id whose socket is a slow consumer; returns its last message (or None)."""
+
+
+class WebSocket(Protocol):
+    """What a socket writes through: a websocket taken over at the handshake (`websocket.WebSocketConnection`), or
+    aiohttp's (`FastWebSocket`)."""
+
+    def ready_transport(self) -> asyncio.WriteTransport | None:
+        """The transport, if it takes data without waiting."""
+
+    def paused(self) -> bool:
+        """Whether the peer has stopped taking what is written."""
+
+    def buffered(self) -> int:
+        """Bytes written and not yet taken by the kernel."""
+
+    def writelines(self, frames: list[bytes]) -> None: ...
+
+    async def send(self, data: str | bytes) -> None: ...
+
+    async def close(self) -> None: ...
+
+    def abort(self) -> None:
+        """Drop the connection and whatever it still buffers."""
 
 
 class Cork(asyncio.WriteTransport):
@@ -146,11 +169,11 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
 
     last_ping: float | None
     connected: bool
-    ws: FastWebSocket | WebSocketConnection | None = None  # set once the socket is on the websocket transport
+    ws: WebSocket | None = None  # set once the socket is on the websocket transport
     flusher: asyncio.Task[None] | None = None  # drains `queue` while packets wait in it
     heartbeat: Deadline | None = None  # the next ping, or the outstanding ping's pong deadline
     closing_deadline: Deadline | None = None  # when a closing websocket that cannot flush is aborted
-    closing_ws: FastWebSocket | WebSocketConnection | None = None  # sent its close, waits for the peer to hang up
+    closing_ws: WebSocket | None = None  # sent its close, waits for the peer to hang up
     queued_bytes = 0  # what waits in `queue`, roughly (each packet's data and PACKET_OVERHEAD)
     slow = False  # ended as a slow consumer: further messages are dropped
     polling = False  # a long-polling GET is waiting for packets
@@ -309,7 +332,7 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
             packets.append(pkt)
         return packets
 
-    async def _flush(self, ws: FastWebSocket | WebSocketConnection) -> None:
+    async def _flush(self, ws: WebSocket) -> None:
         queue = self.queue
         try:
             while not queue.empty():
@@ -353,7 +376,7 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
         if self.server.sockets.get(self.sid) is self:
             del self.server.sockets[self.sid]
 
-    def _closing_websocket(self, ws: FastWebSocket | WebSocketConnection) -> None:
+    def _closing_websocket(self, ws: WebSocket) -> None:
         """Nothing more is written to `ws`; until the peer hangs up, the closing deadline may still abort it (a peer
         that never reads nor hangs up would keep it, and its buffers, forever)."""
         self.ws, self.closing_ws = None, ws
@@ -391,14 +414,15 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
 
     async def _upgrade_websocket(self, environ: dict[str, Any]) -> Any:
         """A websocket opened directly (not an upgrade from long-polling) is taken over from aiohttp if it can be
-        (`websocket.take_over`); the rest go through aiohttp's websocket and `_websocket_handler`."""
+        (the engine's `take_over`, websocket.py's); the rest go through aiohttp's websocket and
+        `_websocket_handler`."""
         if not self.connected:
-            taken = take_over(self, environ, self.server.websocket_compression)
+            taken: StreamResponse | None = self.server.take_over(self, environ)
             if taken is not None:
                 return taken
         return await super()._upgrade_websocket(environ)
 
-    def open_websocket(self, ws: FastWebSocket | WebSocketConnection, upgrade: bool, handshake: bytes = b"") -> None:
+    def open_websocket(self, ws: WebSocket, upgrade: bool, handshake: bytes = b"") -> None:
         """The socket is on `ws` from now on: what waits (the OPEN packet, or sends during an upgrade) goes out.
 
         A `handshake` not yet sent (the 101 of a websocket taken over) leaves in the same write as the OPEN packet:

@@ -38,47 +38,28 @@ import asyncio
 import base64
 import codecs
 import hashlib
-import socket
 import struct
 from collections import deque
 from email.utils import formatdate
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
 from aiohttp.http import SERVER_SOFTWARE
 
+from .wire import BINARY, CLOSE, FIN, PING, PONG, TEXT, bound_send_buffer, frame, text_frame
+
 if TYPE_CHECKING:
-    from .deadlines import Deadline
-    from .sockets import LeanSocket
+    from .deadlines import Deadline, Deadlines
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 §1.3
-_TEXT, _BINARY, _CLOSE, _PING, _PONG = 0x1, 0x2, 0x8, 0x9, 0xA
-_FIN = 0x80
 _PROTOCOL_ERROR, _INVALID_DATA, _TOO_BIG = 1002, 1007, 1009
 _BACKLOG = 16  # received messages waiting to be handled before reading pauses
 _FRAMES_PER_TURN = 16  # parsed per turn of the event loop: the rest of a read waits for the next turn
 _utf8_decoder = codecs.getincrementaldecoder("utf-8")
 
 
-def frame(opcode: int, payload: bytes) -> bytes:
-    """An unmasked (server → client), unfragmented websocket frame."""
-    n = len(payload)
-    first = _FIN | opcode
-    if n < 126:
-        header = struct.pack("!BB", first, n)
-    elif n < 65536:
-        header = struct.pack("!BBH", first, 126, n)
-    else:
-        header = struct.pack("!BBQ", first, 127, n)
-    return header + payload
-
-
-def text_frame(payload: bytes) -> bytes:
-    return frame(_TEXT, payload)
-
-
 def _close_frame(code: int) -> bytes:
-    return frame(_CLOSE, struct.pack("!H", code))
+    return frame(CLOSE, struct.pack("!H", code))
 
 
 def _valid_close_code(code: int) -> bool:
@@ -93,12 +74,37 @@ def _unmask(mask: bytes, payload: bytes) -> bytes:
     return (int.from_bytes(payload, "little") ^ key).to_bytes(n, "little")
 
 
-def bound_send_buffer(transport: asyncio.BaseTransport, max_socket_buffer_bytes: int) -> None:
-    """Cap the kernel's share of what a stalled peer has not taken: left alone, Linux grows a socket's send buffer
-    up to tcp_wmem's maximum (4 MiB) on top of the engine's bound. It doubles what it is given."""
-    raw = transport.get_extra_info("socket")
-    if raw is not None:
-        raw.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, max(4096, max_socket_buffer_bytes // 2))
+class Engine(Protocol):
+    """What a taken-over websocket reads of its engine (`server.GatewayEngine`)."""
+
+    max_http_buffer_size: int  # a received message's size limit
+    max_socket_buffer_bytes: int
+    ping_timeout: float
+    deadlines: Deadlines
+    taken_over: set[WebSocketConnection]  # closed by the engine's shutdown (aiohttp no longer knows them)
+    reason: Any  # python-engineio's disconnect reasons
+
+
+class Socket(Protocol):
+    """What a taken-over websocket needs of the Engine.IO socket it carries (`sockets.LeanSocket`)."""
+
+    queued_bytes: int  # what waits to be written behind the transport
+
+    @property
+    def server(self) -> Engine: ...
+
+    def open_websocket(self, ws: WebSocketConnection, upgrade: bool, handshake: bytes = b"") -> None: ...
+
+    async def received(self, data: object) -> bool:
+        """Handle one message; False when the connection is to end."""
+
+    async def close(self, wait: bool = True, abort: bool = False, reason: Any = None) -> None: ...
+
+    def stalled(self) -> None:
+        """The peer kept writing paused for pingTimeout."""
+
+    def overflowed(self) -> None:
+        """What the peer made the websocket write passed the bound."""
 
 
 class TakenOver(web.StreamResponse):
@@ -114,7 +120,7 @@ class TakenOver(web.StreamResponse):
         return None
 
 
-def take_over(socket: LeanSocket, environ: dict[str, Any], compress: bool) -> TakenOver | None:
+def take_over(socket: Socket, environ: dict[str, Any], compress: bool) -> TakenOver | None:
     """Answer a direct websocket's handshake and take its transport from aiohttp; None if it stays aiohttp's."""
     request: web.Request = environ["aiohttp.request"]
     handler = request.protocol
@@ -150,7 +156,7 @@ class WebSocketConnection(asyncio.Protocol):
                  "backlogged", "deferred", "reading_paused", "writing_paused", "stall", "replies", "drained",
                  "closing", "lost", "closed", "ended", "close_code")
 
-    def __init__(self, socket: LeanSocket, transport: asyncio.Transport) -> None:
+    def __init__(self, socket: Socket, transport: asyncio.Transport) -> None:
         self.socket = socket
         self.transport = transport
         self.max_size: int = socket.server.max_http_buffer_size
@@ -174,7 +180,7 @@ class WebSocketConnection(asyncio.Protocol):
         self.close_code = 1000  # of the close frame `close` sends: the peer's own, echoed, if it closed first
         socket.server.taken_over.add(self)
 
-    # --- sending (the interface LeanSocket writes through, as it does through FastWebSocket) ----------------
+    # --- sending (`sockets.WebSocket`: what LeanSocket writes through, as it does through FastWebSocket) ----
     def ready_transport(self) -> asyncio.WriteTransport | None:
         """The transport, if it takes data without waiting."""
         return None if self.closing or self.writing_paused else self.transport
@@ -194,7 +200,7 @@ class WebSocketConnection(asyncio.Protocol):
     async def send(self, data: str | bytes) -> None:
         if self.closing:
             raise ConnectionResetError("websocket closed")
-        self.transport.write(text_frame(data.encode()) if isinstance(data, str) else frame(_BINARY, data))
+        self.transport.write(text_frame(data.encode()) if isinstance(data, str) else frame(BINARY, data))
         if self.writing_paused:
             if self.drained is None:
                 self.drained = asyncio.get_running_loop().create_future()
@@ -359,28 +365,28 @@ class WebSocketConnection(asyncio.Protocol):
         progress already holds counts, for a control frame too), the reserved bits, then the rules of control
         frames and of fragments."""
         opcode = first & 0x0F
-        if opcode not in (0, _TEXT, _BINARY, _CLOSE, _PING, _PONG) or not second & 0x80:
+        if opcode not in (0, TEXT, BINARY, CLOSE, PING, PONG) or not second & 0x80:
             return _PROTOCOL_ERROR  # unknown, or unmasked
         so_far = len(self.fragments) if self.fragments is not None else 0
         if so_far + length > self.max_size:
             return _TOO_BIG
         if first & 0x70:  # reserved bits (no extension was negotiated)
             return _PROTOCOL_ERROR
-        if opcode >= _CLOSE:
-            return 0 if first & _FIN and length <= 125 else _PROTOCOL_ERROR
+        if opcode >= CLOSE:
+            return 0 if first & FIN and length <= 125 else _PROTOCOL_ERROR
         if (opcode == 0) == (self.fragments is None):
             return _PROTOCOL_ERROR  # a continuation of nothing, or a new message inside a fragmented one
         return 0
 
     def _frame(self, first: int, payload: bytes) -> None:
         opcode = first & 0x0F
-        if opcode == _PING:
+        if opcode == PING:
             # Every ping of the read is answered, in one write after it (a flood of small pings would otherwise be
             # as many buffered objects as pings, each far larger than the bytes it counts for).
             if self.replies is None:
                 self.replies = bytearray()
-            self.replies += frame(_PONG, payload)
-        elif opcode == _CLOSE:
+            self.replies += frame(PONG, payload)
+        elif opcode == CLOSE:
             code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1000
             if len(payload) == 1:
                 self._fail(_PROTOCOL_ERROR)
@@ -397,11 +403,11 @@ class WebSocketConnection(asyncio.Protocol):
             # endpoint send what it was sending before its close frame.
             self.close_code = code
             self._receive(None)
-        elif opcode != _PONG:
-            if not first & _FIN:
+        elif opcode != PONG:
+            if not first & FIN:
                 if self.fragments is None:
                     self.fragments, self.fragmented = bytearray(), opcode
-                    self.text = _utf8_decoder() if opcode == _TEXT else None
+                    self.text = _utf8_decoder() if opcode == TEXT else None
                 if self.text is not None and not self._utf8(payload):
                     return
                 self.fragments += payload
@@ -411,7 +417,7 @@ class WebSocketConnection(asyncio.Protocol):
                     return
                 opcode, payload = self.fragmented, bytes(self.fragments + payload)
                 self.fragments = self.text = None
-            if opcode == _BINARY:
+            if opcode == BINARY:
                 self._receive(payload)
                 return
             try:
