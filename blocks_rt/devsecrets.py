@@ -27,13 +27,22 @@ def _read(path: Path) -> dict[str, str]:
 
 
 def _create(path: Path) -> dict[str, str]:
+    """Make the file, or read the one another process (a second node started at once) made first."""
     values = {env_var("jwt_secret"): secrets.token_urlsafe(48), env_var("api_key"): secrets.token_urlsafe(32)}
     text = "# blocks-rt development secrets (blocks-rt serve made them); never use them in production\n"
     text += "".join(f"{name}={value}\n" for name, value in values.items())
-    # Created readable by its owner only, in one step: no moment when another user could read it.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(text)
+    # Written whole to a file readable by its owner only, then linked in place in one step: no moment when
+    # another user could read it, nor another node read it half-written; the first link wins.
+    draft = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as out:
+            out.write(text)
+        os.link(draft, path)
+    except FileExistsError:
+        return _read(path)
+    finally:
+        draft.unlink()
     return values
 
 
