@@ -82,7 +82,7 @@ export class BlocksRealtime {
   private readonly holding = new Map<string, [string, Payload][]>(); // stream → events waiting for a snapshot
   private readonly joined = new Set<string>(); // optional streams the gateway joined at connect
   private readonly queue: Step[] = [];
-  private draining = false;
+  private draining: Promise<void> | null = null;
   private current: ConnectionState = "idle";
   private wanted = false; // connect() called and not disconnect()
   private everLive = false;
@@ -160,9 +160,10 @@ export class BlocksRealtime {
     this.stop("closed", new RealtimeError("closed", "disconnect() was called"));
   }
 
-  /** Resolves once every handled event's offset is in storage. */
-  flush(): Promise<void> {
-    return this.offsets.flush();
+  /** Resolves once the handler running now (if any) settled and every handled event's offset is in storage. */
+  async flush(): Promise<void> {
+    await this.draining;
+    await this.offsets.flush();
   }
 
   on<E extends RealtimeEventName>(event: E, handler: Handler<E>): () => void {
@@ -381,33 +382,41 @@ export class BlocksRealtime {
       else this.accept(event, stream, eventId, payload);
       return;
     }
-    // Control events update the offsets as they arrive (later events are judged against them), then queue.
+    // Control events move `seen` as they arrive (later events are judged against it); what is saved moves in
+    // the queue, after the handlers of everything before (a `resync` is never lost to an app stopped meanwhile).
     if (event === "stream:resync_required" && typeof stream === "string") {
-      this.offsets.drop(stream);
+      this.offsets.unsee(stream);
       const reason = payload.reason as RealtimeEvents["resync"]["reason"];
-      this.enqueue(() => this.dispatch("resync", { stream, reason }));
+      this.enqueue(async () => {
+        await this.dispatch("resync", { stream, reason });
+        this.offsets.dropSaved(stream);
+      });
     } else if (event === "stream:resumed") {
       this.clearTimer("welcomeTimer");
       this.welcomed(payload as unknown as StreamResumed);
+      return;
     } else if (event === "session:ended") {
       this.ended = payload.reason as SessionEnded["reason"];
     } else if (event === "auth:expired") {
       void this.refreshToken();
     }
     this.enqueue(() => this.dispatch(event as RealtimeEventName, payload as never));
-    if (event === "stream:resumed") {
-      const session = this.session;
-      this.enqueue(() => this.goLive(session));
-    }
   };
 
   private welcomed(resumed: StreamResumed): void {
-    for (const stream of resumed.refused) this.offsets.drop(stream);
-    for (const [stream, id] of Object.entries(resumed.offsets)) this.offsets.reset(stream, id);
+    const session = this.session;
+    for (const stream of resumed.refused) this.offsets.unsee(stream);
+    for (const [stream, id] of Object.entries(resumed.offsets)) this.offsets.start(stream, id);
     this.joined.clear();
     for (const stream of Object.keys(this.sentOffsets)) {
       if (isOptional(stream) && !resumed.refused.includes(stream)) this.joined.add(stream);
     }
+    this.enqueue(() => {
+      for (const stream of resumed.refused) this.offsets.drop(stream);
+      for (const [stream, id] of Object.entries(resumed.offsets)) this.offsets.reset(stream, id);
+    });
+    this.enqueue(() => this.dispatch("stream:resumed", resumed));
+    this.enqueue(() => this.goLive(session));
   }
 
   private accept(event: string, stream: string, eventId: string, payload: Payload): void {
@@ -425,23 +434,19 @@ export class BlocksRealtime {
 
   private enqueue(step: Step): void {
     this.queue.push(step);
-    if (!this.draining) void this.drain();
+    this.draining ??= this.drain();
   }
 
   /** One step at a time: a handler that returns a Promise holds the next event until it settles. */
   private async drain(): Promise<void> {
-    this.draining = true;
-    try {
-      for (let step = this.queue.shift(); step !== undefined; step = this.queue.shift()) {
-        try {
-          await step();
-        } catch (error) {
-          this.onError(error);
-        }
+    for (let step = this.queue.shift(); step !== undefined; step = this.queue.shift()) {
+      try {
+        await step();
+      } catch (error) {
+        this.onError(error);
       }
-    } finally {
-      this.draining = false;
     }
+    this.draining = null;
   }
 
   private async dispatch<E extends RealtimeEventName>(event: E, payload: RealtimeEvents[E]): Promise<void> {
@@ -521,7 +526,8 @@ export class BlocksRealtime {
       return;
     }
     if (!this.joined.has(stream) && typeof ack.offset === "string") {
-      this.offsets.reset(stream, ack.offset); // joined just now: live from the ack's offset, the snapshot before it
+      this.offsets.start(stream, ack.offset); // joined just now: live from the ack's offset, the snapshot before it
+      this.offsets.reset(stream, ack.offset);
     }
     this.joined.add(stream);
     await this.dispatch("property:snapshot", { propertyId, stream, funding: ack.funding ?? null });

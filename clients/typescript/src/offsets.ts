@@ -72,15 +72,30 @@ export class OffsetBook {
     this.persist();
   }
 
-  /** A position to start from that no handler has to see first (a fresh stream's head, a new subscription). */
-  reset(stream: string, id: string): void {
+  /** Arrival of a position to start from (a fresh stream's head): later arrivals are judged against it. */
+  start(stream: string, id: string): void {
     this.seen.set(stream, id);
+  }
+
+  /** Arrival of a resync: whatever comes next on `stream` is new. */
+  unsee(stream: string): void {
+    this.seen.delete(stream);
+  }
+
+  /** Save a position that no handler has to see first, once what came before it was handled. */
+  reset(stream: string, id: string): void {
+    if (!this.seen.has(stream)) this.seen.set(stream, id);
     this.saved.set(stream, id);
     this.persist();
   }
 
   drop(stream: string): void {
     this.seen.delete(stream);
+    if (this.saved.delete(stream)) this.persist();
+  }
+
+  /** The saved position of `stream` is no use any more (a resync was handled). */
+  dropSaved(stream: string): void {
     if (this.saved.delete(stream)) this.persist();
   }
 
