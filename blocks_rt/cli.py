@@ -86,8 +86,13 @@ def serve(settings: Settings) -> None:
                 shutdown_timeout=5.0, access_log=logging.getLogger("aiohttp.access") if settings.access_log else None)
 
 
-async def demo(settings: Settings, pause_s: float = 0.4) -> list[str]:
-    """Start a gateway, connect demo users, drive a short story, print what each user receives."""
+async def demo(settings: Settings, pause_s: float = 0.4, web_page: bool = False) -> list[str]:
+    """Start a gateway, connect demo users, drive a short story, print what each user receives.
+
+    `web_page`: on the configured host and port, also serve the example web page (`web_demo`), start the story
+    once it is open, and keep serving after it until interrupted.
+    """
+    from . import web_demo
     from .testing.lab import Lab
 
     lines: list[str] = []
@@ -96,7 +101,10 @@ async def demo(settings: Settings, pause_s: float = 0.4) -> list[str]:
         lines.append(text)
         print(text, flush=True)
 
-    lab = await Lab.start(settings.with_(port=0, host="127.0.0.1"))
+    if web_page:
+        lab = await Lab.start(settings, routes=web_demo.setup)
+    else:
+        lab = await Lab.start(settings.with_(port=0, host="127.0.0.1"))
     try:
         watchers = {"usr_amira": "investor", "usr_ben": "investor", "usr_chloe": "watches Palm Crescent"}
         for user_id in watchers:
@@ -106,6 +114,9 @@ async def demo(settings: Settings, pause_s: float = 0.4) -> list[str]:
                           "portfolio:updated", "transaction:status_changed"):
                 client.on(event, _printer(show, user_id, event))
         await lab.clients["usr_chloe"].subscribe_property("prop_palm")
+        if web_page:
+            show(f"Open {lab.url}{web_demo.PAGE} (as {web_demo.DEMO_USER}): the story starts when the page is live")
+            await web_demo.page_opened(lab.app)
         svc = lab.blocks.services
         story: list[tuple[str, Callable[[], Awaitable[object]]]] = [
             ("usr_amira deposits 1,000 USDC", lambda: svc.deposit("usr_amira", 1000)),
@@ -120,6 +131,9 @@ async def demo(settings: Settings, pause_s: float = 0.4) -> list[str]:
             show(f"* {title}")
             await action()
             await asyncio.sleep(pause_s)
+        if web_page:
+            show(f"The story is over; {lab.url}{web_demo.PAGE} is served until Ctrl-C")
+            await asyncio.Event().wait()
     finally:
         await lab.stop()
     return lines
@@ -148,7 +162,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     p_token = sub.add_parser("token", help="mint an access token with the configured secret")
     p_token.add_argument("user_id")
     p_token.add_argument("--ttl", type=float, default=3600, help="seconds (default 3600)")
-    sub.add_parser("demo", help="run a scripted story and print what each user receives")
+    p_demo = sub.add_parser("demo", help="run a scripted story and print what each user receives")
+    p_demo.add_argument("--web", action="store_true",
+                        help="serve the TypeScript client's example page on --port and play the story to it")
+    p_demo.add_argument("--port", type=int, help="with --web (default: BLOCKS_RT_PORT)")
     p_outbox = sub.add_parser("outbox", help="the PostgreSQL outbox (BLOCKS_RT_OUTBOX_DSN)")
     p_outbox.add_argument("action", choices=["init"], help="init: create the table (safe to run again)")
     p_outbox.add_argument("--dsn", help="default: BLOCKS_RT_OUTBOX_DSN")
@@ -189,7 +206,12 @@ def main(argv: Sequence[str] | None = None) -> None:
             parser.error(str(exc))
         print(mint_token(settings, args.user_id, args.ttl))
     elif args.command == "demo":
-        asyncio.run(demo(_with_dev_secrets(settings)))
+        settings = _with_dev_secrets(settings)
+        port = settings.port if args.port is None else args.port
+        try:
+            asyncio.run(demo(settings.with_(port=port), pause_s=1.5, web_page=True) if args.web else demo(settings))
+        except (KeyboardInterrupt, asyncio.CancelledError):  # Ctrl-C, how --web ends: asyncio.run cancels the demo
+            pass
     elif args.command == "outbox":
         dsn = args.dsn or settings.outbox_dsn
         if not dsn:

@@ -82,10 +82,15 @@ class Lab:
 
     @classmethod
     async def start(cls, settings: Settings | None = None, *, users: UserDirectory | None = None,
-                    **overrides: Any) -> Lab:
-        """A gateway on `settings` (or the lab's, with `overrides`), over `users` (or the demo users)."""
+                    routes: Callable[[web.Application], None] | None = None, **overrides: Any) -> Lab:
+        """A gateway on `settings` (or the lab's, with `overrides`), over `users` (or the demo users).
+
+        `routes` adds routes to the application before it starts (e.g. `web_demo.setup`).
+        """
         settings = settings or lab_settings(**overrides)
         app = create_app(settings, users=users)
+        if routes is not None:
+            routes(app)
         runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=2.0)
         await runner.setup()
         await web.TCPSite(runner, settings.host, settings.port).start()
