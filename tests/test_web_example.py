@@ -16,14 +16,17 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from playwright.async_api import Browser, BrowserContext, Locator, Page, Request, Route, async_playwright, expect
 
 from blocks_rt import web_demo
+from blocks_rt.reference.state import Store
+from blocks_rt.settings import Settings
 from blocks_rt.testing.lab import Lab, lab_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -182,62 +185,123 @@ async def test_demo_web_serves_the_page_and_plays_the_story_to_it(demo_web: Demo
     await context.close()
 
 
-async def start_gateway(redis_url: str, prefix: str, port: int = 0) -> Lab:
-    """An in-process gateway with the demo page, its event log on Redis (so it outlives the gateway)."""
-    return await Lab.start(lab_settings(redis_url=redis_url, redis_prefix=prefix, port=port), routes=web_demo.setup)
+class Restartable:
+    """An in-process gateway with the demo page that a test stops and starts again on the same port.
+
+    The business state (a database's, in life) outlives the gateway; the event log does if it is on Redis.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.lab: Lab | None = None
+        self.store: Store | None = None
+
+    async def start(self) -> None:
+        lab = await Lab.start(self.settings, routes=web_demo.setup)
+        if self.store is None:
+            self.store = lab.services.store
+        lab.services.store = self.store
+        self.settings = self.settings.with_(port=lab.port)  # the next start takes the same port
+        self.lab = lab
+
+    async def stop(self) -> None:
+        lab, self.lab = self.lab, None
+        if lab is not None:
+            await lab.stop()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.port}"
+
+    @property
+    def balance(self) -> Decimal:
+        assert self.store is not None
+        return self.store.wallet(web_demo.DEMO_USER).usdc
+
+    async def deposit(self, amount: str) -> None:
+        assert self.lab is not None
+        await self.lab.services.deposit(web_demo.DEMO_USER, amount)
+
+
+@pytest.fixture
+async def restartable() -> AsyncIterator[Callable[..., Awaitable[Restartable]]]:
+    """Start restartable gateways (lab settings overrides as keyword arguments); all are stopped at the end."""
+    started: list[Restartable] = []
+
+    async def start(**overrides: Any) -> Restartable:
+        gateway = Restartable(lab_settings(**overrides))
+        started.append(gateway)
+        await gateway.start()
+        return gateway
+
+    yield start
+    for gateway in started:
+        await gateway.stop()
+
+
+async def open_page(context: BrowserContext, url: str) -> Page:
+    page = await context.new_page()
+    await page.goto(f"{url}{web_demo.PAGE}")
+    await expect(indicator(page)).to_have_attribute("data-state", "live", timeout=WAIT_MS)
+    return page
+
+
+async def shows(page: Page, deposits: list[str], balance: Decimal) -> None:
+    """The page's toasts are these deposits exactly, newest first, and its balance is `balance`."""
+    await expect(toasts(page)).to_have_text([f"Deposit +{usdc(Decimal(a))} USDC" for a in deposits], timeout=WAIT_MS)
+    await expect(page.locator(".balance")).to_contain_text(usdc(balance), timeout=WAIT_MS)
 
 
 async def test_each_balance_change_shows_once_across_a_gateway_restart_a_reload_and_a_closed_tab(
-        redis_url: str, browser: Browser, screenshots: Path) -> None:
-    prefix = f"web-{secrets.token_hex(4)}"
-    lab = await start_gateway(redis_url, prefix)
-    port, store = lab.port, lab.services.store
+        restartable: Callable[..., Awaitable[Restartable]], redis_url: str, browser: Browser,
+        screenshots: Path) -> None:
+    gateway = await restartable(redis_url=redis_url, redis_prefix=f"web-{secrets.token_hex(4)}")
     context = await browser.new_context(viewport={"width": 1100, "height": 700})
-    outside = await guarded(context, lab.url)
-    wallet = store.wallet(web_demo.DEMO_USER)
+    outside = await guarded(context, gateway.url)
+    page = await open_page(context, gateway.url)
+    await expect(page.get_by_role("progressbar")).to_have_attribute("aria-valuenow", "0")
+    await shows(page, [], gateway.balance)
+    await gateway.deposit("100")
+    await shows(page, ["100"], gateway.balance)
+    await gateway.deposit("250.5")
+    await shows(page, ["250.5", "100"], gateway.balance)
 
-    async def deposit(amount: str) -> None:
-        await lab.services.deposit(web_demo.DEMO_USER, amount)
+    await gateway.stop()
+    await expect(indicator(page)).to_have_attribute("data-state", "reconnecting", timeout=WAIT_MS)
+    await page.screenshot(path=screenshots / "web-reconnecting.png", animations="disabled")
+    await gateway.start()
+    await expect(indicator(page)).to_have_attribute("data-state", "live", timeout=WAIT_MS)
+    await gateway.deposit("75")
+    await shows(page, ["75", "250.5", "100"], gateway.balance)  # the one new change, nothing replayed
 
-    async def shows(page: Page, amounts: list[str]) -> None:
-        """The toasts are exactly these, newest first, and the balance is the wallet's."""
-        await expect(toasts(page)).to_have_text([f"Deposit +{usdc(Decimal(a))} USDC" for a in amounts],
-                                                timeout=WAIT_MS)
-        await expect(page.locator(".balance")).to_contain_text(usdc(wallet.usdc), timeout=WAIT_MS)
+    await page.reload()  # offsets in localStorage: what was shown is not shown again
+    await expect(indicator(page)).to_have_attribute("data-state", "live", timeout=WAIT_MS)
+    await gateway.deposit("40")  # a fence: anything replayed would come before it
+    await shows(page, ["40"], gateway.balance)
 
-    try:
-        page = await context.new_page()
-        await page.goto(f"{lab.url}{web_demo.PAGE}")
-        await expect(indicator(page)).to_have_attribute("data-state", "live", timeout=WAIT_MS)
-        await expect(page.get_by_role("progressbar")).to_have_attribute("aria-valuenow", "0")
-        await shows(page, [])
-        for n, amount in enumerate(["100", "250.5"]):
-            await deposit(amount)
-            await shows(page, ["100", "250.5"][n::-1])
+    await page.close()  # a change lands while no page is open: the next page shows it, and only it
+    await gateway.deposit("60")
+    page = await open_page(context, gateway.url)
+    await gateway.deposit("5")
+    await shows(page, ["5", "60"], gateway.balance)
+    await page.screenshot(path=screenshots / "web-after-reopen.png", animations="disabled")
+    assert outside == []
+    await context.close()
 
-        await lab.stop()  # the gateway restarts on the same port; the business state and the log outlive it
-        await expect(indicator(page)).to_have_attribute("data-state", "reconnecting", timeout=WAIT_MS)
-        await page.screenshot(path=screenshots / "web-reconnecting.png", animations="disabled")
-        lab = await start_gateway(redis_url, prefix, port)
-        lab.services.store = store
-        await expect(indicator(page)).to_have_attribute("data-state", "live", timeout=WAIT_MS)
-        await deposit("75")
-        await shows(page, ["75", "250.5", "100"])  # the one new change, nothing replayed
 
-        await page.reload()  # offsets in localStorage: what was shown is not shown again
-        await expect(indicator(page)).to_have_attribute("data-state", "live", timeout=WAIT_MS)
-        await deposit("40")  # a fence: anything replayed would come before it
-        await shows(page, ["40"])
+async def test_a_restart_that_lost_the_log_has_the_page_refetch_its_balance_without_a_toast(
+        restartable: Callable[..., Awaitable[Restartable]], browser: Browser) -> None:
+    gateway = await restartable()  # the embedded mode of `blocks-rt demo --web`: the log is in memory
+    context = await browser.new_context()
+    page = await open_page(context, gateway.url)
+    await gateway.deposit("100")
+    await shows(page, ["100"], gateway.balance)
 
-        await page.close()  # a change lands while no page is open: the next page shows it, and only it
-        await deposit("60")
-        page = await context.new_page()
-        await page.goto(f"{lab.url}{web_demo.PAGE}")
-        await expect(indicator(page)).to_have_attribute("data-state", "live", timeout=WAIT_MS)
-        await deposit("5")
-        await shows(page, ["5", "60"])
-        await page.screenshot(path=screenshots / "web-after-reopen.png", animations="disabled")
-        assert outside == []
-    finally:
-        await context.close()
-        await lab.stop()
+    await gateway.stop()
+    assert gateway.store is not None
+    gateway.store.wallet(web_demo.DEMO_USER).usdc += 7  # a change whose event the lost log took with it
+    await gateway.start()
+    await shows(page, ["100"], gateway.balance)  # `resync`: read over REST again, no toast for what was lost
+    await gateway.deposit("5")
+    await shows(page, ["5", "100"], gateway.balance)  # and live in the new log
+    await context.close()
