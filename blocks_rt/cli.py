@@ -206,6 +206,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             parser.error(str(exc))
         print(mint_token(settings, args.user_id, args.ttl))
     elif args.command == "demo":
+        if args.port is not None and not args.web:
+            parser.error("--port goes with --web")
         settings = _with_dev_secrets(settings)
         port = settings.port if args.port is None else args.port
         try:

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 from playwright.async_api import Browser, BrowserContext, Locator, Page, Request, Route, async_playwright, expect
 
-from blocks_rt import web_demo
+from blocks_rt import cli, web_demo
 from blocks_rt.reference.state import Store
 from blocks_rt.settings import Settings
 from blocks_rt.testing.lab import Lab, lab_settings
@@ -106,6 +106,12 @@ def test_the_shipped_bundle_is_a_fresh_build_of_its_sources(node: str, tmp_path:
     shipped = {p.name: p.read_bytes() for p in web_demo.WEB_DIR.iterdir()}
     stale = sorted(name for name in built.keys() | shipped.keys() if built.get(name) != shipped.get(name))
     assert not stale, f"blocks_rt/web/ is not a build of its sources ({stale}): npm --prefix {EXAMPLE} run build"
+
+
+def test_demo_takes_a_port_only_with_web(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["demo", "--port", "3001"])
+    assert "--port goes with --web" in capsys.readouterr().err
 
 
 class DemoProcess:
