@@ -42,7 +42,7 @@ def node() -> str:
     """The node binary, with the example's locked dependencies installed (`npm ci`) if they are missing."""
     node, npm = shutil.which("node"), shutil.which("npm")
     assert node and npm, "the example page's tests need Node.js and npm on PATH"
-    if not (EXAMPLE / "node_modules" / "esbuild" / "package.json").is_file():
+    if not all((EXAMPLE / "node_modules" / tool / "package.json").is_file() for tool in ("esbuild", "typescript")):
         done = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=EXAMPLE, capture_output=True,
                               text=True, timeout=300, check=False)
         assert done.returncode == 0, f"npm ci failed:\n{done.stdout}\n{done.stderr}"
@@ -106,6 +106,12 @@ def test_the_shipped_bundle_is_a_fresh_build_of_its_sources(node: str, tmp_path:
     shipped = {p.name: p.read_bytes() for p in web_demo.WEB_DIR.iterdir()}
     stale = sorted(name for name in built.keys() | shipped.keys() if built.get(name) != shipped.get(name))
     assert not stale, f"blocks_rt/web/ is not a build of its sources ({stale}): npm --prefix {EXAMPLE} run build"
+
+
+def test_the_page_type_checks_against_the_package(node: str) -> None:
+    done = subprocess.run([node, "node_modules/typescript/bin/tsc", "-p", "tsconfig.json"], cwd=EXAMPLE,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, f"tsc:\n{done.stdout}\n{done.stderr}"
 
 
 def test_demo_takes_a_port_only_with_web(capsys: pytest.CaptureFixture[str]) -> None:
