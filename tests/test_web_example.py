@@ -264,7 +264,7 @@ async def shows(page: Page, deposits: list[str], balance: Decimal) -> None:
     await expect(page.locator(".balance")).to_contain_text(usdc(balance), timeout=WAIT_MS)
 
 
-async def test_each_balance_change_shows_once_across_a_gateway_restart_a_reload_and_a_closed_tab(
+async def test_each_balance_change_shows_once_across_a_restart_going_offline_a_reload_and_a_closed_tab(
         restartable: Callable[..., Awaitable[Restartable]], redis_url: str, browser: Browser,
         screenshots: Path) -> None:
     gateway = await restartable(redis_url=redis_url, redis_prefix=f"web-{secrets.token_hex(4)}")
@@ -285,6 +285,13 @@ async def test_each_balance_change_shows_once_across_a_gateway_restart_a_reload_
     await expect(indicator(page)).to_have_attribute("data-state", "live", timeout=WAIT_MS)
     await gateway.deposit("75")
     await shows(page, ["75", "250.5", "100"], gateway.balance)  # the one new change, nothing replayed
+
+    await context.set_offline(True)  # the browser loses its network: `offline`, and no attempts
+    await expect(indicator(page)).to_have_attribute("data-state", "offline", timeout=WAIT_MS)
+    await gateway.deposit("30")
+    await context.set_offline(False)  # back: live at once, and what landed meanwhile shows once
+    await expect(indicator(page)).to_have_attribute("data-state", "live", timeout=WAIT_MS)
+    await shows(page, ["30", "75", "250.5", "100"], gateway.balance)
 
     await page.reload()  # offsets in localStorage: what was shown is not shown again
     await expect(indicator(page)).to_have_attribute("data-state", "live", timeout=WAIT_MS)

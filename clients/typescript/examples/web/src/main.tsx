@@ -6,6 +6,7 @@ import { QueryClient, QueryClientProvider } from "@tanstack/react-query";
 import { StrictMode } from "react";
 import { createRoot } from "react-dom/client";
 import { App } from "./App";
+import { browserNetwork } from "./network";
 import { fetchFunding, fetchSession, fetchWallet } from "./session";
 import "./app.css";
 
@@ -16,6 +17,7 @@ async function main(): Promise<void> {
     getToken: async () => (await fetchSession()).token, // a fresh one at each connect and on `auth:expired`
     storage: webStorage(window.localStorage),
     storageKey: `blocks-rt:${session.userId}`,
+    network: browserNetwork,
   });
   // The stream keeps these queries fresh: no refetch on focus or age, only on `resync` (bindQueryClient).
   const queryClient = new QueryClient({ defaultOptions: { queries: { staleTime: Infinity, refetchOnWindowFocus: false } } });
