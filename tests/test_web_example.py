@@ -123,8 +123,9 @@ def test_demo_takes_a_port_only_with_web(capsys: pytest.CaptureFixture[str]) -> 
 class DemoProcess:
     """`blocks-rt demo --web` in a subprocess, and every line it printed so far."""
 
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+    def __init__(self, proc: asyncio.subprocess.Process, stderr: Path) -> None:
         self.proc = proc
+        self.stderr = stderr
         self.lines: list[str] = []
 
     async def line(self, prefix: str, timeout: float = 20) -> str:
@@ -133,7 +134,7 @@ class DemoProcess:
         async with asyncio.timeout(timeout):
             while not any(line.startswith(prefix) for line in self.lines):
                 read = await self.proc.stdout.readline()
-                assert read, f"the demo exited before printing {prefix!r}:\n" + "\n".join(self.lines)
+                assert read, f"the demo exited before printing {prefix!r}:\n{self.stderr.read_text()}"
                 self.lines.append(read.decode().rstrip("\n"))
         return next(line for line in self.lines if line.startswith(prefix))
 
@@ -151,12 +152,14 @@ def free_port() -> int:
 
 
 @pytest.fixture
-async def demo_web() -> AsyncIterator[DemoProcess]:
+async def demo_web(tmp_path: Path) -> AsyncIterator[DemoProcess]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("BLOCKS_RT_")}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "blocks_rt.cli", "demo", "--web", "--port", str(free_port()), env=clean,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
-    demo = DemoProcess(proc)
+    stderr = tmp_path / "demo.stderr"
+    with stderr.open("wb") as sink:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "blocks_rt.cli", "demo", "--web", "--port", str(free_port()), env=clean,
+            stdout=asyncio.subprocess.PIPE, stderr=sink)
+    demo = DemoProcess(proc, stderr)
     try:
         yield demo
     finally:
