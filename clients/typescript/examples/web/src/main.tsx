@@ -20,7 +20,9 @@ async function main(): Promise<void> {
     network: browserNetwork,
   });
   // The stream keeps these queries fresh: no refetch on focus or age, only on `resync` (bindQueryClient).
-  const queryClient = new QueryClient({ defaultOptions: { queries: { staleTime: Infinity, refetchOnWindowFocus: false } } });
+  const queryClient = new QueryClient({
+    defaultOptions: { queries: { staleTime: Infinity, refetchOnWindowFocus: false } },
+  });
   bindQueryClient(rt, queryClient);
   // Read before going live, so an older REST answer can never land on top of a newer event.
   await Promise.all([
