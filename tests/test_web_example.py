@@ -1,9 +1,9 @@
 """The TypeScript client's example page (clients/typescript/examples/web) in a real browser, and its bundle.
 
 Debian's Chromium, headless, driven by Playwright (no browser download), against real gateways: `blocks-rt demo
---web` as the command a person runs, and an in-process gateway on Redis that the test stops and starts again on
-the same port. The page gets its URL and token from the gateway; it may fetch nothing from anywhere else.
-The bundle shipped in blocks_rt/web/ must be byte for byte what its sources build to today.
+--web` as the command a person runs, and in-process gateways (their log on Redis, or in memory) that a test stops
+and starts again on the same port. The page gets its URL and token from the gateway; it may fetch nothing from
+anywhere else. The bundle shipped in blocks_rt/web/ must be byte for byte what its sources build to today.
 """
 
 from __future__ import annotations
