@@ -55,8 +55,28 @@ def test_the_package_suite_passes(built: Path) -> None:
     assert " passed" in tests.stdout and " failed" not in tests.stdout
     types = npm("run", "typecheck")
     assert types.returncode == 0, types.stdout[-4000:] + types.stderr[-2000:]
-    assert {"index.js", "index.cjs", "index.d.ts"} <= {p.name for p in built.iterdir()}
-    assert {p.name for p in (built / "react").iterdir()} >= {"index.js", "index.cjs", "index.d.ts"}
+
+
+EXPORTS = {
+    "@blocks-rt/client": ["BlocksRealtime", "RealtimeError", "memoryStorage", "webStorage"],
+    "@blocks-rt/client/react": ["RealtimeProvider", "bindQueryClient", "queryKeys", "useConnectionState",
+                                "useProperty", "useRealtime", "useRealtimeEvent", "useWalletBalance"],
+    "@blocks-rt/client/react-native": ["appStateLifecycle", "netInfoNetwork"],
+}
+
+
+@pytest.mark.parametrize("loader", ["require", "import"])
+def test_each_entry_point_loads_from_dist_as_esm_and_commonjs(built: Path, loader: str) -> None:
+    # Node resolves the package's own name through its `exports` map (self-reference), as an app would.
+    load = "require(name)" if loader == "require" else "await import(name)"
+    script = (f"const out = {{}}; for (const name of {json.dumps(list(EXPORTS))}) "
+              f"out[name] = Object.keys({load}).sort(); console.log(JSON.stringify(out));")
+    node = shutil.which("node")
+    assert node
+    args = [node, "-e", script] if loader == "require" else [node, "--input-type=module", "-e", script]
+    done = subprocess.run(args, cwd=CLIENT, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == EXPORTS
 
 
 class Driver:
