@@ -48,6 +48,7 @@ def built() -> Path:
     return CLIENT / "dist"
 
 
+@pytest.mark.timeout(300)  # on a fresh clone the fixture's `npm ci` comes first
 def test_the_package_suite_passes(built: Path) -> None:
     """vitest (core, interleavings, React hooks in StrictMode, size) and the type tests (tsc --noEmit)."""
     tests = npm("exec", "--", "vitest", "run", "--reporter=dot")
@@ -259,6 +260,7 @@ async def test_500_connect_disconnect_cycles_leave_listeners_and_heap_flat(make_
 
 
 # --- two nodes on Redis: the chaos run -------------------------------------------------------------------------
+@pytest.mark.timeout(240)
 async def test_chaos_node_kills_shutdowns_and_app_restarts_lose_nothing(driver: Driver, tmp_path: Path) -> None:
     """The app is on node A; events are published through node B all along. Each round kills A (SIGKILL) or
     shuts it down (SIGTERM) and restarts it, or restarts the app on the same storage, mid-stream."""

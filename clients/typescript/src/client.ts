@@ -222,6 +222,7 @@ export class BlocksRealtime {
   // --- connection -----------------------------------------------------------------------------------------
   private async open(forceRefresh: boolean): Promise<void> {
     this.clearTimer("retryTimer");
+    this.clearTimer("welcomeTimer");
     if (!this.wanted || this.suspended.size > 0) return;
     const attempt = ++this.attempt;
     this.setState(this.everLive ? "reconnecting" : "connecting");
