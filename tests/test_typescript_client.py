@@ -190,8 +190,9 @@ async def test_a_two_second_token_over_a_twenty_second_stream(make_lab: MakeLab,
     await driver("waitFor", id="a", count=len(published))
     report = await driver("report", id="a")
     assert_exactly_once(report["handled"], published)
-    assert report["tokens"] >= 10  # a fresh token about every two seconds, by auth:refresh or a reconnect
-    assert "unauthorized" not in report["states"] and report["state"] == "live"
+    # Every expiry (about one every two seconds) was answered with auth:refresh in time: never a reconnect.
+    assert report["expired"] >= 8 and report["tokens"] >= report["expired"]
+    assert report["states"] == ["connecting", "live"] and report["errors"] == []
 
 
 async def test_retention_exceeded_raises_resync(make_lab: MakeLab, driver: Driver, tmp_path: Path) -> None:

@@ -39,7 +39,7 @@ function fileStorage(path) {
 }
 
 function start({ id, url, user, secret, ttlS = 3600, storage, handlerDelayMs = 0 }) {
-  const record = { handled: [], resyncs: [], states: [], tokens: 0, errors: [], waiters: [] };
+  const record = { handled: [], resyncs: [], states: [], tokens: 0, expired: 0, errors: [], waiters: [] };
   const rt = new BlocksRealtime({
     url, storage: fileStorage(storage), backoff: { minMs: 100, maxMs: 2000 },
     getToken: () => {
@@ -56,6 +56,7 @@ function start({ id, url, user, secret, ttlS = 3600, storage, handlerDelayMs = 0
     });
   }
   rt.on("resync", (event) => void record.resyncs.push(event));
+  rt.on("auth:expired", () => void (record.expired += 1));
   rt.onStateChange((state) => record.states.push(state));
   clients.set(id, { rt, record });
   return {};
@@ -124,6 +125,7 @@ const commands = {
   report({ id }) {
     const { rt, record } = clients.get(id);
     return { handled: record.handled, resyncs: record.resyncs, states: record.states, tokens: record.tokens,
+             expired: record.expired,
              errors: record.errors, duplicates: rt.duplicates, state: rt.state, listeners: rt.listenerCount() };
   },
 };
