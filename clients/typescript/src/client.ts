@@ -378,6 +378,7 @@ export class BlocksRealtime {
     const payload: Payload = raw !== null && typeof raw === "object" ? (raw as Payload) : {};
     const { stream, eventId } = payload;
     if (typeof stream === "string" && typeof eventId === "string") {
+      if (isOptional(stream) && !this.wantsStream(stream)) return; // in flight when the app unsubscribed
       const held = this.holding.get(stream);
       if (held !== undefined) held.push([event, payload]);
       else this.accept(event, stream, eventId, payload);
@@ -527,8 +528,9 @@ export class BlocksRealtime {
       return;
     }
     if (!this.joined.has(stream) && typeof ack.offset === "string") {
-      this.offsets.start(stream, ack.offset); // joined just now: live from the ack's offset, the snapshot before it
-      this.offsets.reset(stream, ack.offset);
+      // Joined just now: live from the ack's offset, the snapshot covers what came before. (Events accepted
+      // after it already, released by a lost connection, keep their place.)
+      if (this.offsets.admit(stream, ack.offset) !== "duplicate") this.offsets.reset(stream, ack.offset);
     }
     this.joined.add(stream);
     await this.dispatch("property:snapshot", { propertyId, stream, funding: ack.funding ?? null });

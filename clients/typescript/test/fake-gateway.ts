@@ -183,21 +183,25 @@ export class FakeSocket {
         gateway.requests.push({ event, payload });
         const room = `property:${String(payload.propertyId)}`;
         const joined = this.rooms.has(room);
-        const offset = gateway.head(room); // read before anything the answer publishes, as join_live does
+        // As the gateway: a subscribe joins the room, then reads the offset it is live from (join_live); the
+        // ack follows, so live events can reach the socket before it.
+        if (event === "subscribe:property") this.rooms.add(room);
+        if (event === "unsubscribe:property") this.rooms.delete(room);
+        const offset = gateway.head(room);
+        const session = this.attempt;
         const answer = gateway.answer(event, payload, this);
         if (answer === "never") {
           setTimeout(() => reject(new Error("operation has timed out")), ms);
           return;
         }
         later(() => {
+          if (!this.connected || session !== this.attempt) return reject(new Error("socket has been disconnected"));
           if (answer !== undefined) return resolve(answer);
           if (event === "subscribe:property") {
-            this.rooms.add(room);
             resolve({ success: true, room, offset: joined ? gateway.head(room) : offset,
                       funding: { id: payload.propertyId, title: "t", totalTokens: 10, soldTokens: 1,
                                  availableTokens: 9, fundingProgress: 10 } });
           } else if (event === "unsubscribe:property") {
-            this.rooms.delete(room);
             resolve({ success: true, room });
           } else {
             resolve({ success: true, expiresAt: 0 });

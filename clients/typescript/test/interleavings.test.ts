@@ -1,7 +1,9 @@
 // Property test: over random interleavings of live events, replays, duplicates, dropped connections, epoch flips,
-// clean app restarts and crashes, each event reaches the handlers exactly once and in log order per stream
-// (at most once more only when an app crashed between a handler and the save of its offset), or its stream
-// got a `resync` after it was logged.
+// property subscriptions, clean app restarts and crashes, each event reaches the handlers exactly once and in log
+// order per stream (at most once more only when an app crashed between a handler and the save of its offset), or
+// its stream got a `resync` after it was logged. A property's events count from the first snapshot after the
+// app subscribed (what came before is in the snapshot); an app restarted while subscribed subscribes again before
+// it connects, as a screen's effect does under the provider's.
 import fc from "fast-check";
 import { afterEach, beforeEach, expect, it, vi } from "vitest";
 import { BlocksRealtime, type RealtimeStorage } from "../src/index.js";
@@ -10,6 +12,7 @@ import { type FakeGateway, resetGateway } from "./fake-gateway.js";
 vi.mock("socket.io-client", async () => (await import("./fake-gateway.js")).socketModule);
 
 const STREAMS = ["user:u1", "announcements"] as const;
+const PROPERTY = "property:p1";
 
 /** Storage whose writes land a tick later; a crash loses the writes in flight and everything after. */
 class CrashableStorage {
@@ -43,6 +46,9 @@ const action = fc.oneof(
   { weight: 1, arbitrary: fc.constant({ kind: "restart" as const }) },
   { weight: 1, arbitrary: fc.constant({ kind: "crash" as const }) },
   { weight: 1, arbitrary: fc.constant({ kind: "flip" as const }) },
+  { weight: 3, arbitrary: fc.constant({ kind: "property" as const }) },
+  { weight: 1, arbitrary: fc.constant({ kind: "subscribe" as const }) },
+  { weight: 1, arbitrary: fc.constant({ kind: "unsubscribe" as const }) },
 );
 
 let gw: FakeGateway;
@@ -59,17 +65,20 @@ async function settle(): Promise<void> {
 
 it("each event is handled once, in order, across reconnects, restarts and crashes", async () => {
   await fc.assert(
-    fc.asyncProperty(fc.array(action, { maxLength: 40 }), fc.array(fc.nat(3), { minLength: 1, maxLength: 8 }),
+    fc.asyncProperty(fc.array(action, { maxLength: 60 }), fc.array(fc.nat(3), { minLength: 1, maxLength: 8 }),
       async (actions, delays) => {
         gw = resetGateway();
         gw.fixed = [...STREAMS];
         const storage = new CrashableStorage();
         let clock = 0; // a logical time: when each event was logged, when each resync was handled
         const loggedAt = new Map<string, number>();
+        const propertyLoggedAt = new Map<string, number>();
         const resyncs: { stream: string; at: number }[] = [];
         const handled = new Map<string, number[]>(); // event id → the instances that handled it
         const crashed = new Set<number>();
         const disorder: string[] = [];
+        let subscribed = false;
+        let countFrom: number | null = null; // when the property's events started to count (its first snapshot)
         let instance = 0;
         let rt: BlocksRealtime;
         const start = () => {
@@ -79,7 +88,7 @@ it("each event is handled once, in order, across reconnects, restarts and crashe
           rt = new BlocksRealtime({ url: "http://gw", getToken: () => "t", storage: storage.view(), random: () => 0,
                                     onError: () => undefined });
           const lastSeen = new Map<string, string>();
-          for (const event of ["wallet:balance_updated", "announcement:new"] as const) {
+          for (const event of ["wallet:balance_updated", "announcement:new", "property:funding_updated"] as const) {
             rt.on(event, async (e) => {
               for (let i = delays[n++ % delays.length]!; i > 0; i -= 1) await Promise.resolve();
               if (crashed.has(me)) return; // a crashed app runs nothing more
@@ -92,6 +101,10 @@ it("each event is handled once, in order, across reconnects, restarts and crashe
             });
           }
           rt.on("resync", ({ stream }) => void resyncs.push({ stream, at: clock++ }));
+          rt.on("property:snapshot", () => {
+            if (subscribed && countFrom === null && !crashed.has(me)) countFrom = clock++;
+          });
+          if (subscribed) void rt.subscribeToProperty("p1").catch(() => undefined);
           void rt.connect().catch(() => undefined);
         };
         start();
@@ -117,10 +130,21 @@ it("each event is handled once, in order, across reconnects, restarts and crashe
             start();
           } else if (step.kind === "crash") {
             storage.crash();
+            countFrom = null; // the subscription's start may not have reached storage: the next snapshot covers it
             crashed.add(instance);
             rt!.disconnect();
             start();
-          } else {
+          } else if (step.kind === "property") {
+            const entry = gw.publish(PROPERTY, "property:funding_updated", { propertyId: "p1" });
+            propertyLoggedAt.set(entry.payload.eventId as string, clock++);
+          } else if (step.kind === "subscribe" && !subscribed) {
+            subscribed = true;
+            countFrom = null;
+            void rt!.subscribeToProperty("p1").catch(() => undefined);
+          } else if (step.kind === "unsubscribe" && subscribed) {
+            subscribed = false;
+            void rt!.unsubscribeFromProperty("p1").catch(() => undefined);
+          } else if (step.kind === "flip") {
             gw.flipEpoch();
           }
         }
@@ -138,8 +162,14 @@ it("each event is handled once, in order, across reconnects, restarts and crashe
           const covered = resyncs.some((r) => r.at > at && (stream === undefined || r.stream === stream));
           expect(handled.has(id) || covered, `${id} lost`).toBe(true);
         }
+        if (subscribed && countFrom !== null) {
+          for (const [id, at] of propertyLoggedAt) {
+            const covered = resyncs.some((r) => r.at > at && r.stream === PROPERTY);
+            expect(at < countFrom || handled.has(id) || covered, `${id} lost`).toBe(true);
+          }
+        }
         rt!.disconnect();
       }),
-    { numRuns: 150 },
+    { numRuns: 400 },
   );
 });
