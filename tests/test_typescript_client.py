@@ -25,10 +25,6 @@ from blocks_rt.testing.nodes import NodeCluster, private_redis
 CLIENT = Path(__file__).resolve().parent.parent / "clients" / "typescript"
 MakeLab = Callable[..., Awaitable[Lab]]
 USER = "usr_amira"
-STREAM_EVENTS = ("wallet:balance_updated", "investment:created", "investment:confirmed", "transaction:status_changed",
-                 "reward:distributed", "notification:new", "portfolio:updated", "property:funding_updated",
-                 "property:status_changed", "announcement:new", "organization:updated")
-"""What the driver's client has a handler for (and one for `resync`)."""
 
 
 def npm(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -253,8 +249,9 @@ async def test_500_connect_disconnect_cycles_leave_listeners_and_heap_flat(make_
     async with node_driver(tmp_path, "--expose-gc", "--jitless") as driver:
         soak = await driver("soak", timeout=120, cycles=500, **client_args(lab.url, tmp_path / "soak.json"))
     early, late = soak["samples"]["100"], soak["samples"]["500"]
-    assert late["listeners"] == early["listeners"] == len(STREAM_EVENTS) + 1
-    assert late["socketListeners"] == early["socketListeners"]
+    before = soak["samples"]["0"]
+    assert late["listeners"] == early["listeners"] == before["listeners"] > 0
+    assert late["socketListeners"] == early["socketListeners"] == before["socketListeners"] > 0
     assert late["heap"] - early["heap"] < 50_000, soak["samples"]  # under 125 bytes a cycle: nothing kept per cycle
     assert soak["state"] == "closed" and lab.blocks.gateway.presence.socket_count == 0
     print(f"\nsoak: heap {early['heap'] / 1e6:.2f} MB after 100 cycles, {late['heap'] / 1e6:.2f} MB after 500")

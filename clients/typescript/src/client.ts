@@ -82,6 +82,7 @@ export class BlocksRealtime {
   private readonly holding = new Map<string, [string, Payload][]>(); // stream → events waiting for a snapshot
   private readonly joined = new Set<string>(); // optional streams the gateway joined at connect
   private readonly queue: Step[] = [];
+  private running = false;
   private draining: Promise<void> | null = null;
   private current: ConnectionState = "idle";
   private wanted = false; // connect() called and not disconnect()
@@ -389,10 +390,8 @@ export class BlocksRealtime {
     if (event === "stream:resync_required" && typeof stream === "string") {
       this.offsets.unsee(stream);
       const reason = payload.reason as RealtimeEvents["resync"]["reason"];
-      this.enqueue(async () => {
-        await this.dispatch("resync", { stream, reason });
-        this.offsets.dropSaved(stream);
-      });
+      // The saved offset stays until a new start replaces it: an app stopped before that is told again.
+      this.enqueue(() => this.dispatch("resync", { stream, reason }));
     } else if (event === "stream:resumed") {
       this.clearTimer("welcomeTimer");
       this.welcomed(payload as unknown as StreamResumed);
@@ -436,7 +435,9 @@ export class BlocksRealtime {
 
   private enqueue(step: Step): void {
     this.queue.push(step);
-    this.draining ??= this.drain();
+    if (this.running) return;
+    this.running = true; // set before the first step runs: a step may enqueue synchronously
+    this.draining = this.drain();
   }
 
   /** One step at a time: a handler that returns a Promise holds the next event until it settles. */
@@ -448,6 +449,7 @@ export class BlocksRealtime {
         this.onError(error);
       }
     }
+    this.running = false;
     this.draining = null;
   }
 
@@ -542,6 +544,7 @@ export class BlocksRealtime {
   private release(stream: string): void {
     const held = this.holding.get(stream);
     this.holding.delete(stream);
+    if (!this.wantsStream(stream)) return; // unsubscribed while they waited
     for (const [event, payload] of held ?? []) {
       this.accept(event, stream, payload.eventId as string, payload);
     }

@@ -65,10 +65,11 @@ export class OffsetBook {
     return verdict;
   }
 
-  /** The handlers of `id` settled: save it. */
+  /** The handlers of `id` settled: save it. (`seen` moves too when a rewind left it behind, never across epochs.) */
   settle(stream: string, id: string): void {
     this.saved.set(stream, id);
-    if (admission(id, this.seen.get(stream)) !== "duplicate") this.seen.set(stream, id);
+    const last = this.seen.get(stream);
+    if (last === undefined || admission(id, last) === "new") this.seen.set(stream, id);
     this.persist();
   }
 
@@ -91,11 +92,6 @@ export class OffsetBook {
 
   drop(stream: string): void {
     this.seen.delete(stream);
-    if (this.saved.delete(stream)) this.persist();
-  }
-
-  /** The saved position of `stream` is no use any more (a resync was handled). */
-  dropSaved(stream: string): void {
     if (this.saved.delete(stream)) this.persist();
   }
 

@@ -85,7 +85,7 @@ async function soak({ url, user, secret, cycles, storage }) {
              socketListeners: socket.listeners("connect").length + socket.listeners("disconnect").length
                + socket.listeners("connect_error").length + socket.listenersAny().length };
   };
-  const samples = {};
+  const samples = { 0: sample() };
   for (let cycle = 1; cycle <= cycles; cycle += 1) {
     await rt.connect();
     rt.disconnect();
