@@ -83,20 +83,26 @@ class Driver:
         self.proc = proc
         self._seq = itertools.count()
         self._answers: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self.failed: Exception | None = None
         self._reader = asyncio.ensure_future(self._read())
 
     async def _read(self) -> None:
-        assert self.proc.stdout is not None
-        while line := await self.proc.stdout.readline():
-            answer = json.loads(line)
-            future = self._answers.pop(answer.pop("seq"))
-            future.set_result(answer)
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        try:
+            while line := await self.proc.stdout.readline():
+                answer = json.loads(line)
+                self._answers.pop(answer.pop("seq")).set_result(answer)
+            failure: Exception = RuntimeError(f"node exited: {(await self.proc.stderr.read()).decode()[-2000:]}")
+        except Exception as exc:  # a line that is not an answer: every waiting call fails with it, none hangs
+            failure = exc
+        self.failed = failure
         for future in self._answers.values():
-            stderr = await self.proc.stderr.read() if self.proc.stderr else b""
-            future.set_exception(RuntimeError(f"node exited: {stderr.decode()[-2000:]}"))
+            future.set_exception(failure)
 
     async def __call__(self, cmd: str, timeout: float = 60, refused: bool = False, **args: Any) -> dict[str, Any]:
         """The answer to `cmd`; with `refused`, the error it must fail with."""
+        if self.failed is not None:
+            raise self.failed
         seq = next(self._seq)
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._answers[seq] = future
@@ -114,7 +120,7 @@ async def node_driver(cwd: Path, *flags: str) -> AsyncIterator[Driver]:
     assert node
     proc = await asyncio.create_subprocess_exec(node, *flags, str(CLIENT / "test/integration/driver.mjs"), cwd=cwd,
                                                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                                                stderr=asyncio.subprocess.PIPE)
+                                                stderr=asyncio.subprocess.PIPE, limit=64 * 1024 * 1024)  # long reports
     drive = Driver(proc)
     try:
         yield drive
@@ -258,25 +264,41 @@ async def test_500_connect_disconnect_cycles_leave_listeners_and_heap_flat(make_
 
 
 # --- two nodes on Redis: the chaos run -------------------------------------------------------------------------
+PROPERTY = "prop_palm"
+
+
+async def publish_by_stream(publish: Callable[[Any], Awaitable[tuple[int, Any]]], events: list[dict[str, Any]],
+                            into: dict[str, list[str]]) -> None:
+    """Publish `events`; append each logged event id to its stream's list, in log order."""
+    status, body = await publish(events)
+    assert status == 202, body
+    for event in body["events"]:
+        for stream, event_id in event["eventIds"].items():
+            into.setdefault(stream, []).append(event_id)
+
+
 @pytest.mark.timeout(240)
 async def test_chaos_node_kills_shutdowns_and_app_restarts_lose_nothing(driver: Driver, tmp_path: Path) -> None:
-    """The app is on node A; events are published through node B all along. Each round kills A (SIGKILL) or
-    shuts it down (SIGTERM) and restarts it, or restarts the app on the same storage, mid-stream."""
+    """The app is on node A, on its user stream and a property it watches; events are published through node B
+    all along. Each round kills A (SIGKILL) or shuts it down (SIGTERM) and restarts it, or restarts the app on
+    the same storage (subscribing again before it connects), mid-stream."""
     with private_redis() as redis_url:
         async with NodeCluster(redis_url, count=2) as cluster:
             node_a, node_b = cluster.nodes
-            storage = tmp_path / "app.json"
+            app = {**client_args(node_a.url, tmp_path / "app.json"), "properties": [PROPERTY]}
             apps = ["app0"]
-            await driver("start", id="app0", **client_args(node_a.url, storage))
-            await driver("connect", id="app0")
-            published: list[str] = []
+            await driver("start", id="app0", **app)
+            await driver("connect", id="app0")  # live, and the property's subscription made
+            published: dict[str, list[str]] = {}
             faults = {"kill": 0, "shutdown": 0, "app_restart": 0}
             stop = asyncio.Event()
 
             async def publisher() -> None:
                 while not stop.is_set():
                     # about 200 events/s: an outage of a few seconds stays within the log's 1,000 per stream
-                    published.extend(await publish_ids(node_b.publish, deposits(10, start=len(published))))
+                    start = sum(map(len, published.values()))
+                    batch = deposits(5, start=start) + [envelope("property.funding_updated", prop=PROPERTY)] * 5
+                    await publish_by_stream(node_b.publish, batch, published)
                     await asyncio.sleep(0.05)
 
             task = asyncio.ensure_future(publisher())
@@ -287,7 +309,7 @@ async def test_chaos_node_kills_shutdowns_and_app_restarts_lose_nothing(driver: 
                     if fault == "app_restart":
                         await driver("disconnect", id=apps[-1])
                         apps.append(f"app{len(apps)}")
-                        await driver("start", id=apps[-1], **client_args(node_a.url, storage))
+                        await driver("start", id=apps[-1], **app)
                         await driver("connect", id=apps[-1])
                     else:
                         if fault == "kill":
@@ -302,15 +324,17 @@ async def test_chaos_node_kills_shutdowns_and_app_restarts_lose_nothing(driver: 
             finally:
                 stop.set()
                 await task
-            reports = []
-            for app in apps[:-1]:
-                reports.append(await driver("report", id=app))
-            missing = len(published) - sum(len(r["handled"]) for r in reports)
+            reports = [await driver("report", id=app_id) for app_id in apps[:-1]]
+            total = sum(map(len, published.values()))
+            missing = total - sum(len(r["handled"]) for r in reports)
             await driver("waitFor", id=apps[-1], count=missing, timeout=60)
             reports.append(await driver("report", id=apps[-1]))
-    handled = [event_id for report in reports for event_id in report["handled"]]
-    assert_exactly_once(handled, published)
+    assert sorted(published) == [f"property:{PROPERTY}", f"user:{USER}"]
+    for stream, ids in published.items():
+        assert_exactly_once([i for r in reports for i in r["byStream"].get(stream, [])], ids)
     assert all(r["resyncs"] == [] for r in reports)
-    print(f"\nchaos: {len(published)} events, {faults['kill']} node kills (SIGKILL), {faults['shutdown']} node "
-          f"shutdowns, {faults['app_restart']} app restarts: {len(published) - len(set(handled))} lost, "
+    handled = [(stream, i) for r in reports for stream, ids in r["byStream"].items() for i in ids]
+    lost = {(stream, i) for stream, ids in published.items() for i in ids} - set(handled)
+    print(f"\nchaos: {total} events on 2 streams, {faults['kill']} node kills (SIGKILL), {faults['shutdown']} node "
+          f"shutdowns, {faults['app_restart']} app restarts: {len(lost)} lost, "
           f"{len(handled) - len(set(handled))} duplicated")

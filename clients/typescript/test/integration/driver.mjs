@@ -38,8 +38,9 @@ function fileStorage(path) {
   };
 }
 
-function start({ id, url, user, secret, ttlS = 3600, storage, handlerDelayMs = 0 }) {
-  const record = { handled: [], resyncs: [], states: [], tokens: 0, expired: 0, errors: [], waiters: [] };
+function start({ id, url, user, secret, ttlS = 3600, storage, handlerDelayMs = 0, properties = [] }) {
+  const record = { handled: [], byStream: {}, resyncs: [], states: [], tokens: 0, expired: 0, errors: [],
+                   waiters: [], subscribed: [] };
   const rt = new BlocksRealtime({
     url, storage: fileStorage(storage), backoff: { minMs: 100, maxMs: 2000 },
     getToken: () => {
@@ -52,12 +53,15 @@ function start({ id, url, user, secret, ttlS = 3600, storage, handlerDelayMs = 0
     rt.on(event, async (payload) => {
       if (handlerDelayMs) await new Promise((resolve) => setTimeout(resolve, handlerDelayMs));
       record.handled.push(payload.eventId);
+      (record.byStream[payload.stream] ??= []).push(payload.eventId);
       record.waiters = record.waiters.filter((w) => !w());
     });
   }
   rt.on("resync", (event) => void record.resyncs.push(event));
   rt.on("auth:expired", () => void (record.expired += 1));
   rt.onStateChange((state) => record.states.push(state));
+  // Subscribed before connecting, as a screen's effect runs before the provider's: the streams resume too.
+  record.subscribed = properties.map((propertyId) => rt.subscribeToProperty(propertyId));
   clients.set(id, { rt, record });
   return {};
 }
@@ -105,7 +109,9 @@ const commands = {
   soak,
   async connect({ id }) {
     const began = performance.now();
-    await clients.get(id).rt.connect();
+    const { rt, record } = clients.get(id);
+    await rt.connect();
+    await Promise.all(record.subscribed);
     return { ms: performance.now() - began };
   },
   async disconnect({ id }) {
@@ -124,7 +130,7 @@ const commands = {
   },
   report({ id }) {
     const { rt, record } = clients.get(id);
-    return { handled: record.handled, resyncs: record.resyncs, states: record.states, tokens: record.tokens,
+    return { handled: record.handled, byStream: record.byStream, resyncs: record.resyncs, states: record.states, tokens: record.tokens,
              expired: record.expired,
              errors: record.errors, duplicates: rt.duplicates, state: rt.state, listeners: rt.listenerCount() };
   },
