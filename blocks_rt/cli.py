@@ -79,8 +79,13 @@ def token(settings: Settings, user_id: str, ttl: float) -> str:
     return mint_token(settings, user_id, ttl)
 
 
-async def demo(settings: Settings, pause_s: float = 0.4) -> list[str]:
-    """Start a gateway, connect demo users, drive a short story, print what each user receives."""
+async def demo(settings: Settings, pause_s: float = 0.4, web_page: bool = False) -> list[str]:
+    """Start a gateway, connect demo users, drive a short story, print what each user receives.
+
+    `web_page`: on the configured host and port, also serve the example web page (`web_demo`), start the story
+    once it is open, and keep serving after it until interrupted.
+    """
+    from . import web_demo
     from .testing.lab import Lab
 
     lines: list[str] = []
@@ -89,7 +94,10 @@ async def demo(settings: Settings, pause_s: float = 0.4) -> list[str]:
         lines.append(text)
         print(text, flush=True)
 
-    lab = await Lab.start(settings.with_(port=0, host="127.0.0.1"))
+    if web_page:
+        lab = await Lab.start(settings, routes=web_demo.setup)
+    else:
+        lab = await Lab.start(settings.with_(port=0, host="127.0.0.1"))
     try:
         watchers = {"usr_amira": "investor", "usr_ben": "investor", "usr_chloe": "watches Palm Crescent"}
         for user_id in watchers:
@@ -99,6 +107,9 @@ async def demo(settings: Settings, pause_s: float = 0.4) -> list[str]:
                           "portfolio:updated", "transaction:status_changed"):
                 client.on(event, _printer(show, user_id, event))
         await lab.clients["usr_chloe"].subscribe_property("prop_palm")
+        if web_page:
+            show(f"Open {lab.url}{web_demo.PAGE} (as {web_demo.DEMO_USER}): the story starts when the page is live")
+            await web_demo.page_opened(lab.app)
         svc = lab.services
         story: list[tuple[str, Callable[[], Awaitable[object]]]] = [
             ("usr_amira deposits 1,000 USDC", lambda: svc.deposit("usr_amira", 1000)),
@@ -113,6 +124,9 @@ async def demo(settings: Settings, pause_s: float = 0.4) -> list[str]:
             show(f"* {title}")
             await action()
             await asyncio.sleep(pause_s)
+        if web_page:
+            show(f"The story is over; {lab.url}{web_demo.PAGE} is served until Ctrl-C")
+            await asyncio.Event().wait()
     finally:
         await lab.stop()
     return lines
@@ -147,7 +161,9 @@ this folder's development secret. Warns when the user directory does not know th
 TOKEN_ENVIRONMENT = ENVIRONMENT + """ Read here: BLOCKS_RT_JWT_SECRET, BLOCKS_RT_JWT_ALGORITHMS,
   BLOCKS_RT_JWT_ISSUER, BLOCKS_RT_JWT_AUDIENCE, BLOCKS_RT_USERS_FILE."""
 DEMO = """Start a gateway on a free port, connect the demo users, drive a short story through the business services
-(deposit, invest, confirm, reward, notification) and print what each user receives."""
+(deposit, invest, confirm, reward, notification) and print what each user receives. With --web, the gateway
+listens on BLOCKS_RT_HOST/BLOCKS_RT_PORT (or --port), serves the TypeScript client's example page at /demo/ and
+plays the story to it once it is open."""
 OUTBOX = """The PostgreSQL outbox: `init` creates the blocks_rt_outbox table and its trigger (safe to run again)."""
 
 
@@ -165,7 +181,10 @@ def _parser() -> argparse.ArgumentParser:
     p_token = command("token", "mint an access token with the configured secret", TOKEN, TOKEN_ENVIRONMENT)
     p_token.add_argument("user_id", help="the user the token is for (its `sub` claim), e.g. usr_amira")
     p_token.add_argument("--ttl", type=float, default=3600, help="lifetime in seconds (default 3600)")
-    command("demo", "run a scripted story and print what each user receives", DEMO)
+    p_demo = command("demo", "run a scripted story and print what each user receives", DEMO)
+    p_demo.add_argument("--web", action="store_true",
+                        help="serve the TypeScript client's example page and play the story to it")
+    p_demo.add_argument("--port", help="with --web: port to listen on (overrides BLOCKS_RT_PORT; default 3000)")
     p_outbox = command("outbox", "the PostgreSQL outbox (BLOCKS_RT_OUTBOX_DSN)", OUTBOX,
                        ENVIRONMENT + " Read here: BLOCKS_RT_OUTBOX_DSN.")
     p_outbox.add_argument("action", choices=["init"], help="init: create the table (safe to run again)")
@@ -225,12 +244,17 @@ def _run(args: argparse.Namespace) -> None:
     elif args.command == "token":
         print(token(settings, args.user_id, args.ttl))
     elif args.command == "demo":
+        if args.port is not None and not args.web:
+            raise preflight.StartupRefused("--port goes with --web (without it the demo runs on a free port)")
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
         logging.getLogger("blocks_rt.ops").setLevel(logging.WARNING)  # the story is the output
         settings, note = with_dev_secrets(settings, Path.cwd())
         if note:
             print(note, file=sys.stderr)
-        asyncio.run(demo(settings))
+        try:
+            asyncio.run(demo(settings, pause_s=1.5, web_page=True) if args.web else demo(settings))
+        except (KeyboardInterrupt, asyncio.CancelledError):  # Ctrl-C, how --web ends: asyncio.run cancels the demo
+            pass
     elif args.command == "outbox":
         dsn = args.dsn or settings.outbox_dsn
         if not dsn:

@@ -88,6 +88,13 @@ def test_the_events_page_is_what_the_models_generate_and_names_every_event_and_f
         assert all(f"| `{field.alias or name}` |" in section for name, field in model.model_fields.items()), event
 
 
+def test_the_typescript_client_carries_the_generated_types() -> None:
+    # @blocks-rt/client types every payload with this copy (it ships inside the npm package, spec/ does not).
+    copy = ROOT / "clients" / "typescript" / "src" / "generated" / "blocks-rt.ts"
+    assert copy.read_text() == contract.typescript(), (
+        "regenerate with `blocks-rt spec typescript -o clients/typescript/src/generated/blocks-rt.ts`")
+
+
 def test_cli_generates_the_same_bytes_in_another_process(tmp_path: Path) -> None:
     # Another interpreter with another hash seed: nothing may depend on set order, time or randomness.
     env = {**os.environ, "PYTHONHASHSEED": "12345"}

@@ -39,6 +39,7 @@ def test_the_wheel_installed_in_a_fresh_venv_runs_the_demo_on_its_packaged_data(
     [wheel] = dist.glob("blocks_rt-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {f"blocks_rt/reference/data/{n}.json" for n in ("users", "wallets", "properties", "investments")} <= names
+    assert {f"blocks_rt/web/{n}" for n in ("index.html", "app.js", "app.css")} <= names  # `demo --web` needs no Node
     assert not any(name.startswith(("tests/", "notebooks/", "data/")) for name in names)
 
     env_dir = tmp_path / "venv"

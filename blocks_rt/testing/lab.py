@@ -88,13 +88,18 @@ class Lab:
 
     @classmethod
     async def start(cls, settings: Settings | None = None, *, users: UserDirectory | None = None,
-                    **overrides: Any) -> Lab:
+                    routes: Callable[[web.Application, Services], None] | None = None, **overrides: Any) -> Lab:
         """A gateway on `settings` (or the lab's, with `overrides`), over `users` (or the demo users), with the
-        reference services over the demo data (`settings.data_dir`) publishing on its bus."""
+        reference services over the demo data (`settings.data_dir`) publishing on its bus.
+
+        `routes` adds routes to the application before it starts, given the services (e.g. `web_demo.setup`).
+        """
         settings = settings or lab_settings(**overrides)
         bus = EventBus()
         services = Services(Store.load(settings.data_dir), bus)
         app = create_app(settings, users=users, bus=bus)
+        if routes is not None:
+            routes(app, services)
         runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=2.0)
         await runner.setup()
         await web.TCPSite(runner, settings.host, settings.port).start()
