@@ -9,6 +9,7 @@ import os
 import secrets
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -103,3 +104,13 @@ async def redis_user(redis_url: str) -> AsyncIterator[RedisUser]:
     yield user
     await user.admin.execute_command("ACL", "DELUSER", user.name)
     await user.admin.aclose()
+
+
+@pytest.fixture(scope="session")
+def screenshots(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Path]:
+    """Where the browser tests save what a person would see; the folder is printed at the end of the run."""
+    folder = tmp_path_factory.mktemp("screenshots", numbered=False)
+    yield folder
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(f"\nbrowser screenshots: {folder}")

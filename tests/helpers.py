@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
+from pathlib import Path
 
 from blocks_rt.broker import LoggedEvent, ResyncReason
 
@@ -39,3 +40,10 @@ class Recorder:
 
     async def resync_room(self, stream: str, reason: ResyncReason) -> None:
         raise AssertionError(f"no gap expected: {stream} {reason}")
+
+
+# Debian's Chromium, driven by Playwright (never a browser download), with the flags this machine's closed network
+# needs (no background connections that would be refused).
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]

@@ -8,10 +8,11 @@ anywhere but the gateway (or the site's own files). Screenshots go to a folder p
 from __future__ import annotations
 
 import shutil
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
+from helpers import ARGS, CHROMIUM
 from playwright.async_api import Browser, Page, Request, Route, async_playwright, expect
 from samples import envelope
 
@@ -19,21 +20,10 @@ from blocks_rt import site
 from blocks_rt.settings import NAMESPACE
 from blocks_rt.testing.lab import Lab
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 PASSWORD = "correct horse battery staple"
 MakeLab = Callable[..., Awaitable[Lab]]
 
-
-@pytest.fixture(scope="session")
-def screenshots(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Path]:
-    folder = tmp_path_factory.mktemp("screenshots", numbered=False)
-    yield folder
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        reporter.write_line(f"\nbrowser screenshots: {folder}")
 
 
 @pytest.fixture(scope="session")

@@ -16,12 +16,13 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import ARGS, CHROMIUM
 from playwright.async_api import Browser, BrowserContext, Locator, Page, Request, Route, async_playwright, expect
 
 from blocks_rt import cli, web_demo
@@ -31,9 +32,6 @@ from blocks_rt.testing.lab import Lab, lab_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "clients" / "typescript" / "examples" / "web"
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 WAIT_MS = 20_000  # bound of every wait on the page; a reconnect after a restart waits on the client's backoff
 
 
@@ -48,14 +46,6 @@ def node() -> str:
         assert done.returncode == 0, f"npm ci failed:\n{done.stdout}\n{done.stderr}"
     return node
 
-
-@pytest.fixture(scope="session")
-def screenshots(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Path]:
-    folder = tmp_path_factory.mktemp("web-example-screenshots", numbered=False)
-    yield folder
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        reporter.write_line(f"\nexample page screenshots: {folder}")
 
 
 @pytest.fixture
